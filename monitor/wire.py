@@ -1,0 +1,257 @@
+"""Wire contract v1: topics, and decoding observation payloads into canonical samples.
+
+Rejection policy (documented in the README):
+
+* The **whole payload** is rejected for a topic of the wrong shape (``bad_topic``), a
+  payload over the size limit (``oversized``), bytes that are not UTF-8 JSON
+  (``malformed_json``) and an envelope that is not an object with an ``obs`` array
+  (``bad_envelope``).
+* Otherwise each **observation** stands alone: a bad one is rejected with its reason
+  (``missing_field``, ``wrong_type``, ``unknown_metric``, ``unit_mismatch``,
+  ``non_finite``, ``implausible``, ``bad_timestamp``, ``timestamp_future``,
+  ``timestamp_past``) and the good ones in the same payload are accepted.
+
+:func:`decode` never raises on any input; that is a tested property.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any, Final
+
+import fastjsonschema
+import orjson
+
+from monitor.vitals import METRIC_IDS, METRICS
+
+OBS_PREFIX: Final = "wardwatch/v1/obs/"
+OBS_SUBSCRIPTION: Final = "wardwatch/v1/obs/#"
+ALERTS_TOPIC: Final = "wardwatch/v1/alerts/{ward}/{bed}"
+ACK_TOPIC: Final = "wardwatch/v1/ack/{ward}/{bed}"
+STATUS_TOPIC: Final = "wardwatch/v1/status/{ward}/{bed}"
+DEADLETTER_TOPIC: Final = "wardwatch/v1/deadletter"
+
+# Ward and bed names: short, printable, safe as MQTT topic levels and InfluxDB tags.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+REASONS: Final = (
+    "bad_topic",
+    "oversized",
+    "malformed_json",
+    "bad_envelope",
+    "missing_field",
+    "wrong_type",
+    "unknown_metric",
+    "unit_mismatch",
+    "non_finite",
+    "implausible",
+    "bad_timestamp",
+    "timestamp_future",
+    "timestamp_past",
+)
+
+
+def _load_validators() -> tuple[Any, Any]:
+    text = resources.files("monitor").joinpath("schema/obs-v1.json").read_text("utf-8")
+    schema = json.loads(text)
+    defs = schema["$defs"]
+    draft = {"$schema": schema["$schema"]}
+    return (
+        fastjsonschema.compile({**defs["batch"], **draft}),
+        fastjsonschema.compile({**defs["observation"], **draft}),
+    )
+
+
+_validate_batch, _validate_obs = _load_validators()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what ingest accepts; see ``[ingest]`` in deploy/wardwatch.toml."""
+
+    max_payload_bytes: int = 262_144
+    max_future_s: float = 300.0
+    max_past_s: float = 86_400.0  # 0 disables the check (replay of old recordings)
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why (part of) a payload was refused. ``index`` is the observation's, or None."""
+
+    reason: str
+    detail: str
+    index: int | None = None
+    item: object = None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """The accepted samples of one payload, in canonical units, and what was refused."""
+
+    ward: str = ""
+    bed: str = ""
+    patient: str | None = None
+    metric: list[int] = field(default_factory=list)
+    t: list[float] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def parse_topic(topic: str) -> tuple[str, str] | None:
+    """``wardwatch/v1/obs/{ward}/{bed}`` → (ward, bed); anything else → None."""
+    if not topic.startswith(OBS_PREFIX):
+        return None
+    rest = topic[len(OBS_PREFIX) :].split("/")
+    if len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest):
+        return None
+    return rest[0], rest[1]
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN/Infinity literals and integers beyond 64 bits. Parse those with
+    # the stdlib so they are rejected per observation with a precise reason
+    # (``non_finite``), not as malformed JSON. Only the failure path pays for this.
+    try:
+        return json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return _MALFORMED
+
+
+_MALFORMED: Final = object()
+
+
+def _parse_time(raw: object) -> float | Rejection:
+    if isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            return Rejection("bad_timestamp", f"not RFC 3339: {raw[:40]!r}")
+        if dt.tzinfo is None:
+            return Rejection("bad_timestamp", f"no UTC offset: {raw[:40]!r}")
+        return dt.timestamp()
+    try:
+        t = float(raw)  # type: ignore[arg-type]
+    except (OverflowError, TypeError, ValueError):
+        return Rejection("non_finite", "timestamp is not a finite number")
+    if not math.isfinite(t):
+        return Rejection("non_finite", "timestamp is not a finite number")
+    return t
+
+
+def decode(topic: str, payload: bytes, now: float, limits: Limits | None = None) -> Decoded:
+    """Decode one MQTT message. Never raises; refusals are in ``rejections``.
+
+    ``now`` is the wall clock at receipt, used only for the future/past bounds.
+    """
+    limits = limits or DEFAULT_LIMITS
+    out = Decoded()
+    where = parse_topic(topic)
+    if where is None:
+        out.rejections.append(Rejection("bad_topic", f"not {OBS_PREFIX}{{ward}}/{{bed}}"))
+        return out
+    out.ward, out.bed = where
+    if len(payload) > limits.max_payload_bytes:
+        out.rejections.append(
+            Rejection("oversized", f"{len(payload)} bytes > {limits.max_payload_bytes}")
+        )
+        return out
+    doc = _loads(payload)
+    if doc is _MALFORMED:
+        out.rejections.append(Rejection("malformed_json", "not UTF-8 JSON"))
+        return out
+
+    if isinstance(doc, dict) and "obs" in doc:
+        try:
+            _validate_batch(doc)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            out.rejections.append(Rejection("bad_envelope", exc.message[:200]))
+            return out
+        out.patient = doc.get("patient")
+        items: list[Any] = doc["obs"]
+    elif isinstance(doc, dict):
+        patient = doc.get("patient")
+        out.patient = patient if isinstance(patient, str) else None
+        items = [doc]  # one bare observation
+    else:
+        out.rejections.append(Rejection("bad_envelope", "payload must be a JSON object"))
+        return out
+
+    lo_t = now - limits.max_past_s if limits.max_past_s > 0 else -math.inf
+    hi_t = now + limits.max_future_s
+    for i, item in enumerate(items):
+        bad = _decode_obs(item, out, lo_t, hi_t)
+        if bad is not None:
+            out.rejections.append(Rejection(bad.reason, bad.detail, i, item))
+    return out
+
+
+def _decode_obs(item: Any, out: Decoded, lo_t: float, hi_t: float) -> Rejection | None:
+    """Append one observation to ``out``, or say why not."""
+    try:
+        _validate_obs(item)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        reason = "missing_field" if exc.rule == "required" else "wrong_type"
+        return Rejection(reason, exc.message[:200])
+    name = item["metric"]
+    mid = METRIC_IDS.get(name)
+    if mid is None:
+        return Rejection("unknown_metric", f"unknown metric {name[:32]!r}")
+    spec = METRICS[mid]
+    factor = spec.units.get(item["unit"])
+    if factor is None:
+        return Rejection(
+            "unit_mismatch",
+            f"{name}: unit {item['unit'][:32]!r} is not one of {', '.join(spec.units)}",
+        )
+    try:
+        v = float(item["v"]) * factor
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        return Rejection("non_finite", f"{name}: value is NaN or infinite")
+    lo, hi = spec.device_range
+    if not lo <= v <= hi:
+        return Rejection("implausible", f"{name}: {v:g} {spec.unit} outside [{lo:g}, {hi:g}]")
+    t = _parse_time(item["t"])
+    if isinstance(t, Rejection):
+        return t
+    if t > hi_t:
+        return Rejection("timestamp_future", f"t={t:.3f} is {t - hi_t:.0f} s past the limit")
+    if t < lo_t:
+        return Rejection("timestamp_past", f"t={t:.3f} is older than the limit")
+    out.metric.append(mid)
+    out.t.append(t)
+    out.v.append(v)
+    return None
+
+
+def deadletter_payload(topic: str, payload: bytes, rejection: Rejection, now: float) -> bytes:
+    """The JSON published on the dead-letter topic for one rejection."""
+    body: dict[str, Any] = {
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "topic": topic,
+        "received_at": now,
+    }
+    if rejection.index is not None:
+        body["index"] = rejection.index
+        try:
+            body["obs"] = orjson.loads(orjson.dumps(rejection.item, default=str))
+        except (TypeError, orjson.JSONEncodeError):
+            body["obs"] = repr(rejection.item)[:1024]
+    else:
+        body["payload"] = payload[:4096].decode("utf-8", errors="replace")
+        body["payload_bytes"] = len(payload)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
