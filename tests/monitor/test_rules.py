@@ -1,0 +1,48 @@
+"""NEWS2 and ADA bands at and around every edge."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.rules import ADA_GLUCOSE, NEWS2_PULSE, NEWS2_SBP, BandRule
+
+
+def code(rule: BandRule, v: float) -> str | None:
+    return rule.bands[rule.band_of(v)].code
+
+
+@pytest.mark.parametrize(
+    ("hr", "expected"),
+    [(30, "hr.news2.3"), (40, "hr.news2.3"), (41, "hr.news2.1"), (50, "hr.news2.1"),
+     (51, None), (90, None), (91, "hr.news2.1"), (110, "hr.news2.1"), (111, "hr.news2.2"),
+     (130, "hr.news2.2"), (131, "hr.news2.3"), (140, "hr.news2.3")],
+)
+def test_news2_pulse_bands(hr: float, expected: str | None) -> None:
+    assert code(NEWS2_PULSE, hr) == expected
+
+
+@pytest.mark.parametrize(
+    ("sbp", "expected"),
+    [(70, "sbp.news2.3"), (90, "sbp.news2.3"), (91, "sbp.news2.2"), (100, "sbp.news2.2"),
+     (101, "sbp.news2.1"), (110, "sbp.news2.1"), (111, None), (219, None),
+     (220, "sbp.news2.3"), (250, "sbp.news2.3")],
+)
+def test_news2_sbp_bands(sbp: float, expected: str | None) -> None:
+    assert code(NEWS2_SBP, sbp) == expected
+
+
+@pytest.mark.parametrize(
+    ("glucose", "expected"),
+    [(40, "glucose.low.l2"), (53.9, "glucose.low.l2"), (54, "glucose.low.l1"),
+     (69, "glucose.low.l1"), (69.9, "glucose.low.l1"), (70, None), (180, None),
+     (180.5, "glucose.high.l1"), (250, "glucose.high.l1"), (251, "glucose.high.l2")],
+)
+def test_ada_glucose_levels(glucose: float, expected: str | None) -> None:
+    assert code(ADA_GLUCOSE, glucose) == expected
+
+
+def test_priorities_follow_subscore() -> None:
+    assert NEWS2_PULSE.bands[NEWS2_PULSE.band_of(140)].priority == "high"
+    assert NEWS2_PULSE.bands[NEWS2_PULSE.band_of(120)].priority == "medium"
+    assert NEWS2_PULSE.bands[NEWS2_PULSE.band_of(100)].priority == "low"
+    assert ADA_GLUCOSE.bands[ADA_GLUCOSE.band_of(50)].priority == "high"
