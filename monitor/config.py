@@ -1,0 +1,158 @@
+"""Settings: defaults, then a TOML file, then ``WARDWATCH_<SECTION>_<KEY>`` variables, then flags.
+
+Every key is documented in ``deploy/wardwatch.toml``; an unknown key is an error, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from monitor.errors import ConfigError
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "wardwatch")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "wardwatch"
+    subscribe: str = "wardwatch/v1/obs/#"
+    ca_file: str = ""
+    keepalive: int = 30
+    max_in_flight: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    max_payload_bytes: int = 262_144
+    max_future_s: float = 300.0
+    max_past_s: float = 86_400.0
+    batch_max: int = 2000
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxSettings:
+    url: str = ""  # empty: history goes to SQLite in store.dir
+    api: str = "v1"  # v1 (InfluxDB 1.x /write) or v2 (influxdb-client)
+    database: str = "wardwatch"
+    retention_policy: str = ""
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    org: str = ""
+    bucket: str = "wardwatch"
+    batch_size: int = 5000
+    flush_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    host: str = "127.0.0.1"
+    port: int = 9108  # 0: no /metrics endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 0  # the station page; 0: not served
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    dir: str = field(default_factory=_default_state_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    influx: InfluxSettings = field(default_factory=InfluxSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    log_level: str = "INFO"
+
+
+_SECTIONS = {f.name: f for f in fields(Settings) if f.name != "log_level"}
+
+
+def _coerce(value: Any, typ: type, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return typ(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from exc
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _apply(section: Any, values: Mapping[str, Any], where: str) -> Any:
+    hints = get_type_hints(type(section))
+    known = {f.name for f in fields(section)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    return replace(section, **{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def load(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """Settings from defaults < TOML file < environment < ``overrides`` (the CLI flags)."""
+    env = os.environ if env is None else env
+    settings = Settings()
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                layers.append((str(path), tomllib.load(fh)))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    from_env: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("WARDWATCH_"):
+            continue
+        rest = name[len("WARDWATCH_"):].lower()
+        if rest == "log_level":
+            from_env["log_level"] = value
+            continue
+        sec, _, key = rest.partition("_")
+        if sec in _SECTIONS and key:
+            from_env.setdefault(sec, {})[key] = value
+    layers.append(("environment", from_env))
+    layers.append(("flags", overrides or {}))
+
+    for where, data in layers:
+        for key, value in data.items():
+            if key == "log_level":
+                settings = replace(settings, log_level=_coerce(value, str, f"{where}.log_level"))
+            elif key in _SECTIONS and isinstance(value, Mapping):
+                sec = _apply(getattr(settings, key), value, f"{where}.{key}")
+                settings = replace(settings, **{key: sec})
+            else:
+                raise ConfigError(f"{where}: unknown setting {key!r}")
+    if settings.influx.api not in ("v1", "v2"):
+        raise ConfigError(f"influx.api must be 'v1' or 'v2', got {settings.influx.api!r}")
+    return settings

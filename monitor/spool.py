@@ -1,0 +1,242 @@
+"""The on-disk outbox: batches a sink could not deliver wait here, in order, in SQLite.
+
+:class:`SpooledWriter` sits in front of every sink (like Telegraf's running output):
+it batches records, delivers them, and spools whatever the sink refuses. While a sink
+has spooled batches, new batches are spooled behind them, so delivery order is kept.
+A batch the sink rejects for good (a 4xx that retrying cannot fix) is kept in the
+``rejected`` table, counted and logged — never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from monitor.errors import SinkError, SpoolError
+from monitor.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Record = Any  # JSON-serialisable: tuples/lists, dicts, str, numbers
+
+
+class Sink(Protocol):
+    """Where records go. ``write`` raises :class:`SinkError` when it cannot deliver.
+
+    ``close`` is not called until every ``write`` has returned.
+    """
+
+    name: str
+
+    async def write(self, records: Sequence[Record]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class PermanentSinkError(SinkError):
+    """The sink refused the batch itself; retrying the same batch cannot succeed."""
+
+
+class Spool:
+    """A FIFO of record batches per sink, in one SQLite file (WAL, synchronous=NORMAL)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for table in ("spool", "rejected"):
+                self._db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                    " sink TEXT NOT NULL, created REAL NOT NULL, n INTEGER NOT NULL,"
+                    " body BLOB NOT NULL, error TEXT)"
+                )
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        self._depth: dict[str, int] = dict(
+            self._db.execute("SELECT sink, SUM(n) FROM spool GROUP BY sink").fetchall()
+        )
+
+    def push(self, sink: str, records: Sequence[Record], table: str = "spool",
+             error: str | None = None) -> None:
+        body = orjson.dumps(list(records), option=orjson.OPT_SERIALIZE_NUMPY)
+        try:
+            self._db.execute(
+                f"INSERT INTO {table} (sink, created, n, body, error) VALUES (?, ?, ?, ?, ?)",
+                (sink, time.time(), len(records), body, error),
+            )
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write spool {self.path}: {exc}") from exc
+        if table == "spool":
+            self._depth[sink] = self._depth.get(sink, 0) + len(records)
+
+    def peek(self, sink: str) -> tuple[int, list[Record]] | None:
+        """The oldest spooled batch of ``sink`` as (id, records), or None."""
+        row = self._db.execute(
+            "SELECT id, body FROM spool WHERE sink = ? ORDER BY id LIMIT 1", (sink,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), orjson.loads(row[1]))
+
+    def delete(self, sink: str, batch_id: int) -> None:
+        n = self._db.execute("SELECT n FROM spool WHERE id = ?", (batch_id,)).fetchone()
+        self._db.execute("DELETE FROM spool WHERE id = ?", (batch_id,))
+        if n is not None:
+            self._depth[sink] = self._depth.get(sink, 0) - int(n[0])
+
+    def depth(self, sink: str) -> int:
+        """Records (not batches) waiting for ``sink``."""
+        return self._depth.get(sink, 0)
+
+    def rejected(self, sink: str) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM rejected WHERE sink = ?", (sink,))
+        return int(row.fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SpooledWriter:
+    """Batches records for one sink, delivers them, and spools what it cannot deliver."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        metrics: Metrics,
+        *,
+        batch_size: int = 5000,
+        flush_interval_s: float = 1.0,
+        queue_size: int = 1000,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(queue_size)
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        metrics.views.queues[f"sink:{sink.name}"] = self.queue.qsize
+        metrics.views.spools[sink.name] = lambda: spool.depth(sink.name)
+
+    async def put(self, records: list[Record]) -> None:
+        """Queue records for delivery; waits while the queue is full (back-pressure)."""
+        if records:
+            await self.queue.put(records)
+
+    async def close(self) -> None:
+        """Deliver or spool everything queued, then close the sink."""
+        await self.queue.put(None)
+
+    async def run(self) -> None:
+        """Deliver until :meth:`close` is called and the queue is empty."""
+        name = self.sink.name
+        done = False
+        try:
+            while not done:
+                batch, done = await self._gather()
+                await self._drain_spool()
+                if batch:
+                    if self.spool.depth(name):
+                        self._to_spool(batch)  # keep order behind what waits
+                    else:
+                        await self._deliver(batch)
+            # Last chance for the spool on a clean shutdown; what stays is kept on disk.
+            self._retry_at = 0.0
+            await self._drain_spool()
+        finally:
+            await self.sink.close()
+
+    async def _gather(self) -> tuple[list[Record], bool]:
+        """Up to batch_size records, waiting at most flush_interval_s after the first."""
+        batch: list[Record] = []
+        timeout = self.flush_interval_s
+        if self.spool.depth(self.sink.name):
+            timeout = max(0.05, min(timeout, self._retry_at - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+            if item is None:
+                return batch, True
+            batch.extend(item)
+        deadline = time.monotonic() + self.flush_interval_s
+        while len(batch) < self.batch_size:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - time.monotonic()
+                if left <= 0 or not batch:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), left)
+                except TimeoutError:
+                    break
+            if item is None:
+                return batch, True
+            batch.extend(item)
+        return batch, False
+
+    async def _deliver(self, batch: list[Record]) -> bool:
+        name = self.sink.name
+        for start in range(0, len(batch), self.batch_size):
+            part = batch[start : start + self.batch_size]
+            try:
+                await self.sink.write(part)
+            except PermanentSinkError as exc:
+                log.error("%s refused %d records for good, kept in the spool's rejected "
+                          "table: %s", name, len(part), exc)
+                self.spool.push(name, part, table="rejected", error=str(exc)[:1000])
+                self.metrics.failures.labels(name).inc()
+                continue
+            except SinkError as exc:
+                self.metrics.failures.labels(name).inc()
+                self._fail(exc)
+                self._to_spool(batch[start:])
+                return False
+            self.metrics.delivered.labels(name).inc(len(part))
+        self._backoff = 0.0
+        return True
+
+    def _to_spool(self, records: list[Record]) -> None:
+        self.spool.push(self.sink.name, records)
+        self.metrics.spooled.labels(self.sink.name).inc(len(records))
+
+    def _fail(self, exc: Exception) -> None:
+        self._backoff = min(self.max_backoff_s, max(0.5, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff
+        log.warning("%s unavailable (%s); spooling, retry in %.1f s",
+                    self.sink.name, exc, self._backoff)
+
+    async def _drain_spool(self) -> None:
+        name = self.sink.name
+        while self.spool.depth(name) and time.monotonic() >= self._retry_at:
+            head = self.spool.peek(name)
+            if head is None:
+                return
+            batch_id, records = head
+            try:
+                await self.sink.write(records)
+            except PermanentSinkError as exc:
+                self.spool.push(name, records, table="rejected", error=str(exc)[:1000])
+                self.spool.delete(name, batch_id)
+                continue
+            except SinkError as exc:
+                self.metrics.failures.labels(name).inc()
+                self._fail(exc)
+                return
+            self.spool.delete(name, batch_id)
+            self.metrics.delivered.labels(name).inc(len(records))
+            self._backoff = 0.0
+            log.info("%s: delivered %d spooled records", name, len(records))

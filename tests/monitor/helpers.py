@@ -1,0 +1,53 @@
+"""Small helpers for the integration tests: MQTT, InfluxQL and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiomqtt
+import httpx
+import orjson
+
+T = TypeVar("T")
+
+
+def mqtt_client(url: str) -> aiomqtt.Client:
+    host, port = url.removeprefix("mqtt://").split(":")
+    return aiomqtt.Client(host, int(port))
+
+
+async def publish(url: str, topic: str, payload: Any, qos: int = 1) -> None:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    async with mqtt_client(url) as c:
+        await c.publish(topic, data, qos=qos)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str,
+                     within: float = 30.0) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``within`` seconds.
+
+    A bound on waiting for an effect, not a timed assertion: the effect must happen.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        got = await probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def influxql(url: str, db: str, q: str) -> list[dict[str, Any]]:
+    """Rows of the first series of an InfluxQL query, as dicts."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        resp = await http.get("/query", params={"db": db, "q": q})
+    resp.raise_for_status()
+    res = resp.json()["results"][0]
+    if "series" not in res:
+        return []
+    s = res["series"][0]
+    return [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]

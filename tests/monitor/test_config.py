@@ -1,0 +1,64 @@
+"""Settings precedence and errors."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Settings, load
+from monitor.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('[mqtt]\nurl = "mqtt://file:1"\nclient_id = "gw-1"\n[metrics]\nport = 1\n')
+    s = load(cfg, env={"WARDWATCH_MQTT_URL": "mqtt://env:2", "WARDWATCH_METRICS_PORT": "2"},
+             overrides={"metrics": {"port": 3}})
+    assert s.mqtt.url == "mqtt://env:2"
+    assert s.mqtt.client_id == "gw-1"
+    assert s.metrics.port == 3
+    assert s.influx.url == ""
+
+
+def test_documented_example_config_names_every_key_with_its_default() -> None:
+    path = REPO / "deploy" / "wardwatch.toml"
+    documented = tomllib.loads(path.read_text())
+    defaults = Settings()
+    for section in fields(Settings):
+        value = getattr(defaults, section.name)
+        if not is_dataclass(value):
+            assert documented[section.name] == value
+            continue
+        keys = {f.name for f in fields(value)}
+        assert set(documented[section.name]) == keys, section.name
+        for key in keys - {"dir"}:
+            assert documented[section.name][key] == getattr(value, key), f"{section.name}.{key}"
+    assert load(path, env={}).influx.api == "v1"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env"),
+    [
+        ('[mqtt]\nurll = "x"\n', {}),
+        ("[nosuch]\nx = 1\n", {}),
+        ('[metrics]\nport = "nine"\n', {}),
+        ('[influx]\napi = "v3"\n', {}),
+        ("", {"WARDWATCH_METRICS_PORT": "many"}),
+        ("", {"WARDWATCH_MQTT_NOPE": "1"}),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path: Path, toml: str, env: dict[str, str]) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError):
+        load(cfg, env=env)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load(tmp_path / "absent.toml", env={})
