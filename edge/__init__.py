@@ -1,0 +1,1 @@
+"""Gateway-side pieces: device adapters and store-and-forward."""

@@ -1,0 +1,99 @@
+"""``wardwatch`` command line: ``run`` the daemon, or ``demo`` a simulated ward on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from monitor.config import Settings, load
+from monitor.errors import WardwatchError
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if args.broker:
+        out.setdefault("mqtt", {})["url"] = args.broker
+    if args.influx:
+        out.setdefault("influx", {})["url"] = args.influx
+    if args.metrics_port is not None:
+        out.setdefault("metrics", {})["port"] = args.metrics_port
+    if args.http_port is not None:
+        out.setdefault("http", {})["port"] = args.http_port
+    if getattr(args, "store", None):
+        out.setdefault("store", {})["dir"] = args.store
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings (see deploy/wardwatch.toml)")
+    p.add_argument("--broker", metavar="URL", help="MQTT broker, mqtt://HOST:PORT or mqtts://")
+    p.add_argument("--influx", metavar="URL", help="InfluxDB URL (default: SQLite history)")
+    p.add_argument("--metrics-port", type=int, metavar="N", help="Prometheus /metrics port")
+    p.add_argument("--http-port", type=int, metavar="N", help="HTTP port (/healthz, /api/beds)")
+    p.add_argument("--store", metavar="DIR", help="state directory (spool, SQLite history)")
+
+
+async def _run_until_signalled(settings: Settings) -> None:
+    from monitor.daemon import Daemon
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Daemon(settings).run(stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wardwatch", description="Bedside vital-sign monitoring and early warning."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the daemon against a broker")
+    _add_common(p_run)
+    p_demo = sub.add_parser(
+        "demo", help="a simulated ward through the whole pipeline, no external server needed"
+    )
+    _add_common(p_demo)
+    p_demo.add_argument("--beds", type=int, default=8, help="simulated beds (default 8)")
+    p_demo.add_argument("--speed", type=float, default=30.0,
+                        help="simulated seconds per wall second (default 30)")
+    p_demo.add_argument("--duration", type=float, default=0.0,
+                        help="stop after this many wall seconds (default: until Ctrl-C)")
+    p_demo.add_argument("--plain", action="store_true",
+                        help="print alarm lines instead of the live table")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load(args.config, overrides=_overrides(args))
+    except WardwatchError as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write otherwise
+    try:
+        if args.command == "run":
+            asyncio.run(_run_until_signalled(settings))
+        else:
+            from monitor.demo import run_demo
+
+            asyncio.run(run_demo(
+                settings, broker_given=bool(args.broker), beds=args.beds, speed=args.speed,
+                duration=args.duration, plain=args.plain, store_given=bool(args.store),
+            ))
+    except WardwatchError as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Broker URLs (``mqtt://``, ``mqtts://``) into aiomqtt client arguments."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from monitor.errors import ConfigError
+
+
+def client_args(url: str, *, identifier: str, clean_session: bool | None = None,
+                ca_file: str = "", keepalive: int = 30) -> dict[str, Any]:
+    """aiomqtt.Client keyword arguments for a broker URL.
+
+    ``mqtts://`` turns on TLS (system CAs, or ``ca_file``); user and password may be in
+    the URL's userinfo.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise ConfigError(f"broker URL must look like mqtt://host:port, got {url!r}")
+    tls = parts.scheme in ("mqtts", "ssl")
+    args: dict[str, Any] = {
+        "hostname": parts.hostname,
+        "port": parts.port or (8883 if tls else 1883),
+        "identifier": identifier,
+        "keepalive": keepalive,
+    }
+    if clean_session is not None:
+        args["clean_session"] = clean_session
+    if parts.username:
+        args["username"] = unquote(parts.username)
+        args["password"] = unquote(parts.password or "")
+    if tls:
+        args["tls_context"] = ssl.create_default_context(cafile=ca_file or None)
+    return args

@@ -1,0 +1,135 @@
+"""The processing stage: a micro-batch of MQTT messages in, history and MQTT records out.
+
+Decoding is per message (Python), scoring and banding are one kernel call per batch,
+and only band changes come back to Python as alarm events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from monitor.alarms import AlarmBook
+from monitor.metrics import Metrics
+from monitor.scoring import STALE_ORDER, Scorer
+from monitor.spool import Record
+from monitor.vitals import METRICS
+from monitor.wire import DEADLETTER_TOPIC, DEFAULT_LIMITS, Limits, deadletter_payload, decode
+
+log = logging.getLogger(__name__)
+
+_NAMES = [m.name for m in METRICS]
+
+
+class RateLimitedLog:
+    """Logs a reason at most once per ``interval_s``, saying how many were suppressed."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, reason: str, msg: str, now: float) -> bool:
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return False
+        n = self._suppressed.pop(reason, 0)
+        self._last[reason] = now
+        extra = f" (+{n} more since last report)" if n else ""
+        log.warning("rejected %s: %s%s", reason, msg, extra)
+        return True
+
+
+@dataclass
+class Output:
+    """What one micro-batch produced, for the sinks."""
+
+    history: list[Record] = field(default_factory=list)
+    mqtt: list[Record] = field(default_factory=list)
+
+
+class Processor:
+    """Decodes, scores and turns band changes into alarm events; owns the stream state."""
+
+    def __init__(self, metrics: Metrics, limits: Limits | None = None) -> None:
+        self.metrics = metrics
+        self.limits = limits or DEFAULT_LIMITS
+        self.scorer = Scorer()
+        self.streams = self.scorer.streams
+        self.alarms = AlarmBook()
+        self.rejects = RateLimitedLog()
+        metrics.views.active_alarms = self.alarms.counts
+        metrics.views.bed_last_seen = self.bed_last_seen
+
+    def process(self, messages: list[tuple[str, bytes, float]]) -> Output:
+        """One micro-batch of (topic, payload, receipt wall time) → records for the sinks."""
+        out = Output()
+        sid: list[int] = []
+        metric: list[int] = []
+        ts: list[float] = []
+        vs: list[float] = []
+        recv: list[float] = []
+        m = self.metrics
+        for topic, payload, now in messages:
+            d = decode(topic, payload, now, self.limits)
+            n_ok = len(d.metric)
+            if d.rejections:
+                m.messages.labels("partial" if n_ok else "rejected").inc()
+                for rej in d.rejections:
+                    m.rejected.labels(rej.reason).inc()
+                    self.rejects.warning(rej.reason, f"{topic}: {rej.detail}", now)
+                    out.mqtt.append(
+                        [DEADLETTER_TOPIC, deadletter_payload(topic, payload, rej, now).decode(), 1]
+                    )
+                n_bad = sum(1 for r in d.rejections if r.index is not None)
+                if n_bad:
+                    m.observations.labels("rejected").inc(n_bad)
+            else:
+                m.messages.labels("accepted").inc()
+            if n_ok:
+                index = self.streams.index
+                sid.extend(index(d.ward, d.bed, mid) for mid in d.metric)
+                metric.extend(d.metric)
+                ts.extend(d.t)
+                vs.extend(d.v)
+                recv.extend([now] * n_ok)
+        if not sid:
+            return out
+
+        wall = time.time()
+        batch = self.scorer.score(
+            np.array(sid, dtype=np.int64), np.array(metric, dtype=np.int64),
+            np.array(ts), np.array(vs), wall,
+        )
+        stale = int(np.count_nonzero(batch.status == STALE_ORDER))
+        m.observations.labels("accepted").inc(len(batch) - stale)
+        if stale:
+            m.observations.labels("out_of_order").inc(stale)
+        m.lag.observe_many(np.array(recv) - np.array(ts))
+
+        keys = self.streams.keys
+        out.history.extend(
+            ["v", keys[s][0], keys[s][1], _NAMES[mt], t, v, sc if sc == sc else None]  # NaN→None
+            for s, mt, t, v, sc in zip(
+                batch.sid.tolist(), batch.metric.tolist(), batch.t.tolist(), batch.v.tolist(),
+                batch.score.round(4).tolist(), strict=True,
+            )
+        )
+        for ev in self.alarms.update(batch, self.streams):
+            m.alarm_events.labels(ev.ward, ev.priority, ev.state).inc()
+            out.mqtt.append([ev.topic, ev.to_json().decode(), 1])
+            out.history.append(["a", asdict(ev)])
+        return out
+
+    def bed_last_seen(self) -> list[tuple[str, str, float]]:
+        """(ward, bed, wall time of its newest sample), for the last-seen metric."""
+        seen: dict[tuple[str, str], float] = {}
+        wall = self.streams.wall_seen
+        for i, (ward, bed, _) in enumerate(self.streams.keys):
+            key = (ward, bed)
+            seen[key] = max(seen.get(key, 0.0), float(wall[i]))
+        return [(w, b, t) for (w, b), t in seen.items()]

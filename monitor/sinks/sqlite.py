@@ -1,0 +1,59 @@
+"""The embedded default history store: vitals and alarm events in a SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor.errors import SinkError
+from monitor.spool import Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vitals (
+    ward TEXT NOT NULL, bed TEXT NOT NULL, metric TEXT NOT NULL,
+    t REAL NOT NULL, value REAL NOT NULL, score REAL
+);
+CREATE INDEX IF NOT EXISTS vitals_stream_t ON vitals (ward, bed, metric, t);
+CREATE TABLE IF NOT EXISTS alarms (
+    id TEXT NOT NULL, ward TEXT NOT NULL, bed TEXT NOT NULL, metric TEXT NOT NULL,
+    code TEXT NOT NULL, priority TEXT NOT NULL, state TEXT NOT NULL, t REAL NOT NULL,
+    value REAL, threshold REAL, forecast REAL, message TEXT
+);
+CREATE INDEX IF NOT EXISTS alarms_bed_t ON alarms (ward, bed, t);
+"""
+
+
+class SqliteHistorySink:
+    """Writes history records into ``vitals`` and ``alarms`` tables."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.name = "history"
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def _write(self, records: Sequence[Record]) -> None:
+        vitals = [tuple(r[1:]) for r in records if r[0] == "v"]
+        alarms = [
+            (a["id"], a["ward"], a["bed"], a["metric"], a["code"], a["priority"], a["state"],
+             a["t"], a["value"], a["threshold"], a["forecast"], a["message"])
+            for r in records if r[0] == "a" for a in (r[1],)
+        ]
+        with self._db:
+            self._db.executemany("INSERT INTO vitals VALUES (?, ?, ?, ?, ?, ?)", vitals)
+            self._db.executemany(
+                "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", alarms
+            )
+
+    async def write(self, records: Sequence[Record]) -> None:
+        try:
+            await asyncio.to_thread(self._write, records)
+        except sqlite3.Error as exc:
+            raise SinkError(f"SQLite history {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        self._db.close()

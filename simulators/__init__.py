@@ -1,0 +1,1 @@
+"""Virtual patients and replay of recorded streams."""

@@ -1,0 +1,109 @@
+"""Fixtures: the real services (started by deploy/dev/services.py) and running daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from monitor.config import (
+    InfluxSettings,
+    IngestSettings,
+    MetricsSettings,
+    MqttSettings,
+    Settings,
+    StoreSettings,
+)
+from monitor.daemon import Daemon
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_services_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "wardwatch_dev_services", REPO / "deploy" / "dev" / "services.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+services_mod = _load_services_module()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Mosquitto, InfluxDB 1.6, Prometheus and Alertmanager on free loopback ports.
+
+    A service that cannot start is an error, never a skip.
+    """
+    svc = services_mod.Services(tmp_path_factory.mktemp("services"))
+    try:
+        svc.start()
+        yield svc
+    finally:
+        svc.stop()
+
+
+class RunningDaemon:
+    """A daemon in a task of the test's event loop; ``restart`` keeps its store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.daemon: Daemon | None = None
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Daemon:
+        self.daemon = Daemon(self.settings)
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.daemon.run(self._stop), name="daemon-under-test")
+        waiter = asyncio.create_task(self.daemon.subscribed.wait())
+        await asyncio.wait((waiter, self._task), timeout=30,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            waiter.cancel()
+            self._task.result()
+        assert waiter.done(), "daemon did not subscribe within 30 s"
+        return self.daemon
+
+    async def stop(self) -> None:
+        if self._stop is not None and self._task is not None:
+            self._stop.set()
+            await self._task
+            self._stop = self._task = None
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        assert self.daemon is not None
+        return self.daemon.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def daemon_settings(services: Any, store: Path, **influx: Any) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        mqtt=MqttSettings(url=services.started["mosquitto"].url, client_id=f"ww-test-{tag}"),
+        ingest=IngestSettings(),
+        influx=InfluxSettings(**{"url": services.started["influxdb"].url,
+                                 "database": f"test_{tag}", "flush_interval_s": 0.1, **influx}),
+        metrics=MetricsSettings(port=services_mod.free_port()),
+        store=StoreSettings(dir=str(store)),
+    )
+
+
+@pytest.fixture
+async def running(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    rd = RunningDaemon(daemon_settings(services, tmp_path))
+    await rd.start()
+    try:
+        yield rd
+    finally:
+        await rd.stop()

@@ -1,0 +1,251 @@
+"""End to end on the real services: Mosquitto in, alarms out, InfluxDB rows, Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.monitor.helpers import eventually, influxql, mqtt_client, publish
+
+pytestmark = pytest.mark.integration
+
+
+async def test_hr_140_for_bed_12_alarms_on_mqtt_lands_in_influx_and_moves_metrics(
+    running: RunningDaemon, services: Any
+) -> None:
+    url = running.settings.mqtt.url
+    now = time.time()
+    async with mqtt_client(url) as sub:
+        await sub.subscribe("wardwatch/v1/alerts/4A/12", qos=1)
+        await publish(url, "wardwatch/v1/obs/4A/12",
+                      {"patient": "p-1", "obs": [{"metric": "hr", "t": now, "v": 140,
+                                                  "unit": "/min"}]})
+        async with asyncio.timeout(30):
+            msg = await anext(sub.messages)
+    assert isinstance(msg.payload, bytes)
+    alarm = orjson.loads(msg.payload)
+    assert alarm["code"] == "hr.news2.3"
+    assert alarm["priority"] == "high"
+    assert alarm["state"] == "firing"
+    assert (alarm["ward"], alarm["bed"], alarm["metric"]) == ("4A", "12", "hr")
+    assert alarm["value"] == 140 and alarm["threshold"] == 131
+    assert alarm["t"] == pytest.approx(now)
+    assert set(alarm) == {"id", "ward", "bed", "metric", "code", "priority", "state", "t",
+                          "value", "threshold", "forecast", "message"}
+
+    # InfluxDB: the vital and the alarm, queried back with InfluxQL
+    influx, db = running.settings.influx.url, running.settings.influx.database
+
+    async def rows(q: str) -> list[dict[str, Any]]:
+        return await influxql(influx, db, q)
+
+    vitals = await eventually(
+        lambda: rows("SELECT value FROM vitals WHERE ward='4A' AND bed='12' AND metric='hr'"),
+        "the HR row in InfluxDB",
+    )
+    assert [r["value"] for r in vitals] == [140]
+    alarms = await eventually(lambda: rows("SELECT * FROM alarms"), "the alarm row")
+    assert alarms[0]["code"] == "hr.news2.3" and alarms[0]["id"] == alarm["id"]
+
+    # /metrics over HTTP
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{running.daemon.metrics_port}/metrics")).text
+    assert 'wardwatch_ingest_observations_total{outcome="accepted"} 1.0' in text
+    assert 'wardwatch_alarms_active{priority="high",ward="4A"} 1.0' in text
+    assert 'wardwatch_bed_last_seen_age_seconds{bed="12",ward="4A"}' in text
+    assert "wardwatch_ingest_lag_seconds_count 1.0" in text
+    assert "p-1" not in text  # no patient identifier in any label
+
+    # ... and as a real Prometheus server scrapes it
+    prom = services.started["prometheus"].url
+    services.set_scrape_targets([f"127.0.0.1:{running.daemon.metrics_port}"])
+
+    async def scraped() -> float | None:
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(f"{prom}/api/v1/query", params={
+                "query": 'wardwatch_alarms_active{ward="4A",priority="high"}'})
+        result = resp.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    assert await eventually(scraped, "Prometheus to scrape the alarm gauge") == 1.0
+
+
+async def test_resolving_and_moving_between_bands(running: RunningDaemon) -> None:
+    url = running.settings.mqtt.url
+    t0 = time.time() - 60
+    hr = [80, 115, 135, 90]
+    async with mqtt_client(url) as sub:
+        await sub.subscribe("wardwatch/v1/alerts/4B/3", qos=1)
+        await publish(url, "wardwatch/v1/obs/4B/3", {"obs": [
+            {"metric": "hr", "t": t0 + 5 * i, "v": v, "unit": "/min"} for i, v in enumerate(hr)]})
+        events = []
+        async with asyncio.timeout(30):
+            async for msg in sub.messages:
+                assert isinstance(msg.payload, bytes)
+                events.append(orjson.loads(msg.payload))
+                if len(events) == 4:
+                    break
+    assert [(e["code"], e["state"]) for e in events] == [
+        ("hr.news2.2", "firing"), ("hr.news2.2", "resolved"),
+        ("hr.news2.3", "firing"), ("hr.news2.3", "resolved"),
+    ]
+    assert events[0]["id"] == events[1]["id"] and events[2]["id"] == events[3]["id"]
+    assert running.metric("wardwatch_alarms_active", {"ward": "4B", "priority": "high"}) == 0
+
+
+async def test_bad_input_is_counted_dead_lettered_and_harms_no_other_stream(
+    running: RunningDaemon,
+) -> None:
+    url = running.settings.mqtt.url
+    now = time.time()
+    good = {"obs": [{"metric": "glucose", "t": now, "v": 2.5, "unit": "mmol/L"}]}
+    bad: list[tuple[str, bytes]] = [
+        ("wardwatch/v1/obs/4A/7", b"{not json"),
+        ("wardwatch/v1/obs/4A/7", orjson.dumps({"obs": [{"metric": "hr", "t": now,
+                                                          "v": "fast", "unit": "/min"}]})),
+        ("wardwatch/v1/obs/4A/7", orjson.dumps({"obs": [{"metric": "spo3", "t": now, "v": 97,
+                                                          "unit": "%"}]})),
+        ("wardwatch/v1/obs/4A/7", orjson.dumps({"obs": [{"metric": "sbp", "t": now, "v": 120,
+                                                          "unit": "mg/dL"}]})),
+        ("wardwatch/v1/obs/4A/7", b'{"obs":[{"metric":"hr","t":1,"v":NaN,"unit":"/min"}]}'),
+        ("wardwatch/v1/obs/4A/7", orjson.dumps({"obs": [{"metric": "hr", "t": now + 86_400,
+                                                          "v": 80, "unit": "/min"}]})),
+        ("wardwatch/v1/obs/4A/7", orjson.dumps({"obs": [{"metric": "hr", "t": now - 30 * 86_400,
+                                                          "v": 80, "unit": "/min"}]})),
+        ("wardwatch/v1/obs/4A/7", b"[" * 300_000),
+        ("wardwatch/v1/obs/4A", orjson.dumps(good)),
+    ]
+    expected = ["malformed_json", "wrong_type", "unknown_metric", "unit_mismatch",
+                "non_finite", "timestamp_future", "timestamp_past", "oversized", "bad_topic"]
+    async with mqtt_client(url) as sub:
+        await sub.subscribe("wardwatch/v1/deadletter", qos=1)
+        await sub.subscribe("wardwatch/v1/alerts/4A/8", qos=1)
+        async with mqtt_client(url) as pub:
+            for topic, payload in bad:
+                await pub.publish(topic, payload, qos=1)
+            await pub.publish("wardwatch/v1/obs/4A/8", orjson.dumps(good), qos=1)
+        dead: list[dict[str, Any]] = []
+        alert = None
+        async with asyncio.timeout(30):
+            async for msg in sub.messages:
+                assert isinstance(msg.payload, bytes)
+                body = orjson.loads(msg.payload)
+                if msg.topic.matches("wardwatch/v1/deadletter"):
+                    dead.append(body)
+                else:
+                    alert = body
+                if alert is not None and len(dead) == len(expected):
+                    break
+    assert sorted(d["reason"] for d in dead) == sorted(expected)
+    assert alert is not None and alert["code"] == "glucose.low.l2"
+    for reason in expected:
+        assert running.metric("wardwatch_ingest_rejected_total", {"reason": reason}) == 1
+    assert running.metric("wardwatch_ingest_observations_total", {"outcome": "accepted"}) == 1
+    assert running.daemon is not None and len(running.daemon.processor.streams) == 1
+
+
+async def test_influx_outage_spools_to_disk_and_delivers_when_it_returns(
+    services: Any, tmp_path: Path
+) -> None:
+    port = services_mod.free_port()
+    extra = services_mod.Services(tmp_path / "influx-late")
+    settings = daemon_settings(services, tmp_path / "store", url=f"http://127.0.0.1:{port}")
+    rd = RunningDaemon(settings)
+    await rd.start()
+    try:
+        now = time.time()
+        await publish(settings.mqtt.url, "wardwatch/v1/obs/5C/1", {"obs": [
+            {"metric": "sbp", "t": now + i, "v": 85 + i, "unit": "mm[Hg]"} for i in range(5)]})
+
+        async def spooled() -> float:
+            return rd.metric("wardwatch_spool_depth", {"sink": "influxdb"})
+
+        assert await eventually(spooled, "records in the spool") >= 5
+        extra.start(("influxdb",), ports={"influxdb": port})  # InfluxDB comes back
+
+        async def rows() -> list[dict[str, Any]]:
+            return await influxql(extra.started["influxdb"].url, settings.influx.database,
+                                  "SELECT value FROM vitals WHERE bed='1'")
+
+        got = await eventually(rows, "spooled rows in InfluxDB", within=60)
+        assert [r["value"] for r in got] == [85, 86, 87, 88, 89]
+        assert await eventually(
+            lambda: _zero(rd.metric("wardwatch_spool_depth", {"sink": "influxdb"})),
+            "an empty spool",
+        )
+    finally:
+        await rd.stop()
+        extra.stop()
+
+
+async def _zero(x: float) -> bool:
+    return x == 0
+
+
+async def test_persistent_session_receives_what_arrived_while_stopped_and_keeps_state(
+    services: Any, tmp_path: Path
+) -> None:
+    settings = daemon_settings(services, tmp_path)
+    url = settings.mqtt.url
+    rd = RunningDaemon(settings)
+    await rd.start()
+    now = time.time()
+    await publish(url, "wardwatch/v1/obs/6D/2", {"obs": [
+        {"metric": "hr", "t": now, "v": 72, "unit": "/min"}]})
+    await eventually(lambda: _ge(rd.metric("wardwatch_ingest_observations_total",
+                                           {"outcome": "accepted"}), 1), "first sample")
+    await rd.stop()
+
+    # While the daemon is down, the broker keeps QoS 1 messages for its session.
+    async with mqtt_client(url) as sub:
+        await sub.subscribe("wardwatch/v1/alerts/6D/2", qos=1)
+        await publish(url, "wardwatch/v1/obs/6D/2", {"obs": [
+            {"metric": "hr", "t": now + 5, "v": 140, "unit": "/min"}]})
+        await rd.start()
+        async with asyncio.timeout(30):
+            msg = await anext(sub.messages)
+    await rd.stop()
+    assert isinstance(msg.payload, bytes)
+    assert orjson.loads(msg.payload)["code"] == "hr.news2.3"
+
+
+async def _ge(x: float, y: float) -> bool:
+    return x >= y
+
+
+async def test_broker_restart_reconnects_and_keeps_stream_state(
+    running: RunningDaemon, services: Any
+) -> None:
+    url = running.settings.mqtt.url
+    now = time.time()
+    await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
+        {"metric": "hr", "t": now, "v": 140, "unit": "/min"}]})
+    await eventually(lambda: _ge(running.metric("wardwatch_alarm_events_total", {
+        "ward": "7E", "priority": "high", "state": "firing"}), 1), "the first alarm")
+
+    port = services.started["mosquitto"].port
+    services.stop(("mosquitto",))
+    services.start(("mosquitto",), ports={"mosquitto": port})
+    assert running.daemon is not None
+    await eventually(lambda: _ge(running.metric("wardwatch_mqtt_reconnects_total",
+                                                {"client": "ingest"}), 1), "a reconnect")
+    await asyncio.wait_for(running.daemon.subscribed.wait(), 60)
+
+    async with mqtt_client(url) as sub:
+        await sub.subscribe("wardwatch/v1/alerts/7E/4", qos=1)
+        # Same band after the restart: no new alarm. Back to normal: the same alarm resolves.
+        await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
+            {"metric": "hr", "t": now + 5, "v": 142, "unit": "/min"},
+            {"metric": "hr", "t": now + 10, "v": 80, "unit": "/min"}]})
+        async with asyncio.timeout(30):
+            msg = await anext(sub.messages)
+    assert isinstance(msg.payload, bytes)
+    ev = orjson.loads(msg.payload)
+    assert (ev["code"], ev["state"], ev["value"]) == ("hr.news2.3", "resolved", 80)
