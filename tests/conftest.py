@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,18 +24,9 @@ from monitor.daemon import Daemon
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_services_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "wardwatch_dev_services", REPO / "deploy" / "dev" / "services.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-services_mod = _load_services_module()
+# deploy/dev/services.py is a stdlib-only script (it runs before the venv exists).
+sys.path.insert(0, str(REPO / "deploy" / "dev"))
+import services as services_mod  # noqa: E402
 
 
 @pytest.fixture(scope="session")

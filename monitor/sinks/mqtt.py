@@ -29,12 +29,15 @@ class MqttPublisher:
         self.name = "mqtt"
         self._args = client_args
         self._client: aiomqtt.Client | None = None
+        self._max_in_flight = max_in_flight
         self._sem = asyncio.Semaphore(max_in_flight)
         self._timeout_s = timeout_s
 
     async def _connect(self) -> aiomqtt.Client:
         if self._client is None:
             client = aiomqtt.Client(**self._args, timeout=self._timeout_s)
+            # We bound in-flight publishes ourselves; aiomqtt warns above 10 by default.
+            client.pending_calls_threshold = self._max_in_flight
             await client.__aenter__()
             self._client = client
         return self._client

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from monitor.spool import Spool
 from tests.conftest import RunningDaemon, daemon_settings, services_mod
 from tests.monitor.helpers import eventually, influxql, mqtt_client, publish
 
@@ -249,3 +250,24 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
     assert isinstance(msg.payload, bytes)
     ev = orjson.loads(msg.payload)
     assert (ev["code"], ev["state"], ev["value"]) == ("hr.news2.3", "resolved", 80)
+
+
+async def test_v2_api_against_influxdb_1_6_spools_and_counts_instead_of_losing(
+    services: Any, tmp_path: Path
+) -> None:
+    # Debian's InfluxDB 1.6 has no /api/v2 (it arrived in 1.8): influxdb-client's write
+    # gets 404. The daemon must keep the data and say so, not crash or drop it.
+    settings = daemon_settings(services, tmp_path, api="v2", token="t", org="o", bucket="b")
+    rd = RunningDaemon(settings)
+    await rd.start()
+    try:
+        await publish(settings.mqtt.url, "wardwatch/v1/obs/8F/1", {"obs": [
+            {"metric": "hr", "t": time.time(), "v": 70, "unit": "/min"}]})
+        assert await eventually(
+            lambda: _ge(rd.metric("wardwatch_sink_failures_total", {"sink": "influxdb"}), 1),
+            "a failed v2 write",
+        )
+        assert rd.metric("wardwatch_spool_depth", {"sink": "influxdb"}) == 1
+    finally:
+        await rd.stop()
+    assert Spool(tmp_path / "spool.db").depth("influxdb") == 1  # still on disk after stop

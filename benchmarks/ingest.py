@@ -1,0 +1,173 @@
+"""Ingest throughput: the wardwatch daemon vs a do-nothing subscriber, same broker, same load.
+
+    .venv/bin/python benchmarks/ingest.py [--messages 40000] [--obs-per-message 1 10]
+
+Starts a real Mosquitto (deploy/dev/services.py), publishes the same pre-built messages
+from a separate process at QoS 1, and times how long each consumer takes to take them
+all in: first a bare aiomqtt subscriber that only counts, then the daemon (decode,
+score, alarms, SQLite history). Prints messages/s, observations/s and the ratio. Also
+times the scoring kernel alone: ns per sample for one stream and 10,000 streams batched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev")]
+
+from services import Services  # noqa: E402
+
+from monitor.config import MetricsSettings, MqttSettings, Settings, StoreSettings  # noqa: E402
+from monitor.daemon import Daemon  # noqa: E402
+from monitor.scoring import Scorer  # noqa: E402
+
+PUBLISHER = r"""
+import sys, orjson, paho.mqtt.client as mqtt
+port, path = int(sys.argv[1]), sys.argv[2]
+msgs = orjson.loads(open(path, "rb").read())
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+c.max_inflight_messages_set(1000)
+c.max_queued_messages_set(0)
+c.connect("127.0.0.1", port)
+c.loop_start()
+infos = [c.publish(t, p.encode(), qos=1) for t, p in msgs]
+for i in infos:
+    i.wait_for_publish()
+c.loop_stop()
+c.disconnect()
+"""
+
+
+def build_messages(n: int, per_msg: int, beds: int = 200) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(1)
+    t0 = time.time() - 3600
+    out = []
+    for i in range(n):
+        bed = i % beds
+        step = i // beds
+        # 60-88 /min: inside NEWS2's normal band, so no alarm traffic muddies the figure
+        obs = [{"metric": "hr", "t": t0 + (step * per_msg + k) * 1.0,
+                "v": int(rng.integers(60, 89)), "unit": "/min"} for k in range(per_msg)]
+        out.append((f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps({"obs": obs}).decode()))
+    return out
+
+
+def publish(port: int, path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", PUBLISHER, str(port), str(path)])
+
+
+async def baseline(port: int, path: Path, n: int) -> float:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-null", clean_session=True,
+                              max_queued_incoming_messages=0) as c:
+        await c.subscribe("wardwatch/v1/obs/#", qos=1)
+        proc = publish(port, path)
+        got = 0
+        start = 0.0
+        async for _ in c.messages:
+            if got == 0:
+                start = time.perf_counter()
+            got += 1
+            if got == n:
+                break
+        elapsed = time.perf_counter() - start
+    proc.wait()
+    return elapsed
+
+
+async def wardwatch(port: int, path: Path, n_obs: int) -> float:
+    with tempfile.TemporaryDirectory() as store:
+        settings = Settings(
+            mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id="bench-ww"),
+            metrics=MetricsSettings(port=0), store=StoreSettings(dir=store),
+        )
+        d = Daemon(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(d.run(stop))
+        await d.subscribed.wait()
+        proc = publish(port, path)
+
+        def accepted() -> float:
+            return d.registry.get_sample_value(
+                "wardwatch_ingest_observations_total", {"outcome": "accepted"}) or 0.0
+
+        def messages() -> float:
+            return sum(d.registry.get_sample_value(
+                "wardwatch_ingest_messages_total", {"outcome": o}) or 0.0
+                for o in ("accepted", "partial", "rejected"))
+
+        while messages() == 0:
+            await asyncio.sleep(0.001)
+        start = time.perf_counter()
+        while accepted() < n_obs:
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - start
+        proc.wait()
+        stop.set()
+        await task
+    return elapsed
+
+
+def kernel_ns_per_sample() -> tuple[float, float]:
+    """ns/sample of the scoring kernel: one stream, and 10,000 streams batched."""
+    res = []
+    for streams in (1, 10_000):
+        sc = Scorer()
+        sids = np.array([sc.streams.index("W", str(i), 0) for i in range(streams)])
+        k = 1_000_000
+        rng = np.random.default_rng(0)
+        sid = np.resize(sids, k).astype(np.int64)
+        metric = np.zeros(k, dtype=np.int64)
+        t = np.arange(k, dtype=np.float64)
+        v = rng.normal(80, 5, k)
+        sc.score(sid[:10], metric[:10], t[:10] - 1e7, v[:10], 0.0)  # compile / load cache
+        best = np.inf
+        for _ in range(3):
+            t = t + k
+            t0 = time.perf_counter()
+            sc.score(sid, metric, t, v, 0.0)
+            best = min(best, time.perf_counter() - t0)
+        res.append(best / k * 1e9)
+    return res[0], res[1]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=40_000)
+    ap.add_argument("--obs-per-message", type=int, nargs="+", default=[1, 10])
+    args = ap.parse_args()
+    svc = Services()
+    svc.start(("mosquitto",))
+    port = svc.started["mosquitto"].port
+    try:
+        one, many = kernel_ns_per_sample()
+        print(f"scoring kernel (incl. sort, Python wrapper): {one:.1f} ns/sample one stream, "
+              f"{many:.1f} ns/sample over 10,000 streams")
+        for per in args.obs_per_message:
+            msgs = build_messages(args.messages, per)
+            with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:
+                fh.write(orjson.dumps(msgs))
+                path = Path(fh.name)
+            base = await baseline(port, path, len(msgs))
+            ww = await wardwatch(port, path, len(msgs) * per)
+            path.unlink()
+            n = len(msgs)
+            print(f"{per:>2} obs/message, {n} messages: do-nothing subscriber "
+                  f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
+                  f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
+    finally:
+        svc.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
