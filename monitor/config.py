@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from monitor.errors import ConfigError
+from monitor.wire import DEFAULT_LIMITS, Limits
 
 
 def _default_state_dir() -> str:
@@ -33,11 +34,14 @@ class MqttSettings:
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
-    max_payload_bytes: int = 262_144
-    max_future_s: float = 300.0
-    max_past_s: float = 86_400.0
+    max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes
+    max_future_s: float = DEFAULT_LIMITS.max_future_s
+    max_past_s: float = DEFAULT_LIMITS.max_past_s
     batch_max: int = 2000
     queue_size: int = 10_000
+
+    def limits(self) -> Limits:
+        return Limits(self.max_payload_bytes, self.max_future_s, self.max_past_s)
 
 
 @dataclass(frozen=True, slots=True)

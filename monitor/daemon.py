@@ -27,7 +27,6 @@ from monitor.pipeline import Processor
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
 from monitor.spool import Sink, Spool, SpooledWriter
 from monitor.vitals import METRICS
-from monitor.wire import Limits
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,8 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        ing = settings.ingest
-        self.processor = Processor(
-            self.metrics, Limits(ing.max_payload_bytes, ing.max_future_s, ing.max_past_s)
-        )
-        self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue(ing.queue_size)
+        self.processor = Processor(self.metrics, settings.ingest.limits())
+        self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue(settings.ingest.queue_size)
         self.subscribed = asyncio.Event()
         self.metrics.views.queues["ingest"] = self.raw.qsize
         store = Path(settings.store.dir).expanduser()
