@@ -63,14 +63,16 @@ class AlarmBook:
     def update(self, batch: ScoredBatch, streams: StreamTable) -> list[AlarmEvent]:
         """Events for every band change in ``batch``, in observation-time order."""
         events: list[AlarmEvent] = []
-        for i in np.flatnonzero(batch.status == BAND_CHANGED):
+        for i in np.flatnonzero(batch.has(BAND_CHANGED)):
             key = streams.keys[int(batch.sid[i])]
-            events.extend(
-                self._change(key, int(batch.band[i]), float(batch.t[i]), float(batch.v[i]))
-            )
+            fc = float(batch.forecast[i])
+            events.extend(self._change(key, int(batch.band[i]), float(batch.t[i]),
+                                       float(batch.v[i]), None if fc != fc else round(fc, 2)))
+        events.sort(key=lambda e: e.t)
         return events
 
-    def _change(self, key: tuple[str, str, int], new: int, t: float, v: float) -> list[AlarmEvent]:
+    def _change(self, key: tuple[str, str, int], new: int, t: float, v: float,
+                forecast: float | None) -> list[AlarmEvent]:
         ward, bed, metric = key
         spec = METRICS[metric]
         out: list[AlarmEvent] = []
@@ -91,7 +93,7 @@ class AlarmBook:
                 t=t,
                 value=v,
                 threshold=b.threshold,
-                forecast=None,
+                forecast=forecast,
                 message=f"{spec.label} {v:g} {spec.unit}: {b.text}",
             )
             self.active[key] = ev

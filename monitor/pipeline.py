@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 _NAMES = [m.name for m in METRICS]
 
 
+def _num(x: float) -> float | None:
+    return None if x != x else x  # NaN (warming up, out of order) → null
+
+
 class RateLimitedLog:
     """Logs a reason at most once per ``interval_s``, saying how many were suppressed."""
 
@@ -105,7 +109,7 @@ class Processor:
             np.array(sid, dtype=np.int64), np.array(metric, dtype=np.int64),
             np.array(ts), np.array(vs), wall,
         )
-        stale = int(np.count_nonzero(batch.status == STALE_ORDER))
+        stale = int(np.count_nonzero(batch.has(STALE_ORDER)))
         m.observations.labels("accepted").inc(len(batch) - stale)
         if stale:
             m.observations.labels("out_of_order").inc(stale)
@@ -113,10 +117,10 @@ class Processor:
 
         keys = self.streams.keys
         out.history.extend(
-            ["v", keys[s][0], keys[s][1], _NAMES[mt], t, v, sc if sc == sc else None]  # NaN→None
-            for s, mt, t, v, sc in zip(
+            ["v", keys[s][0], keys[s][1], _NAMES[mt], t, v, _num(sc), _num(fc)]
+            for s, mt, t, v, sc, fc in zip(
                 batch.sid.tolist(), batch.metric.tolist(), batch.t.tolist(), batch.v.tolist(),
-                batch.score.round(4).tolist(), strict=True,
+                batch.score.round(4).tolist(), batch.forecast.round(2).tolist(), strict=True,
             )
         )
         for ev in self.alarms.update(batch, self.streams):

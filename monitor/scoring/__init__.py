@@ -2,28 +2,41 @@
 
 A *stream* is one (ward, bed, metric). :class:`StreamTable` gives each stream a row in
 a struct of arrays that grows as streams appear; :class:`Scorer` runs a whole batch of
-samples from many streams through one kernel call.
+samples from many streams through one kernel call. What each sample gets back is in
+:class:`ScoredBatch`; the columns and status flags are in :mod:`monitor.scoring._layout`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor.rules import rule_tables
-from monitor.scoring._kernels import BAND_CHANGED, SCORED, STALE_ORDER, score_batch
-from monitor.vitals import METRICS
+from monitor.scoring import _layout as L
+from monitor.scoring._kernels import score_batch
+from monitor.scoring._layout import (
+    ARTIFACT,
+    BAND_CHANGED,
+    DRIFT,
+    FLATLINE,
+    GAP,
+    INVALID,
+    STALE_ORDER,
+    WARMUP,
+)
+from monitor.scoring.params import GENERIC, MetricParams, param_table
 
-__all__ = ["BAND_CHANGED", "SCORED", "STALE_ORDER", "ScoredBatch", "Scorer", "StreamTable"]
+__all__ = ["ARTIFACT", "BAND_CHANGED", "DRIFT", "FLATLINE", "GAP", "GENERIC", "INVALID",
+           "STALE_ORDER",
+           "WARMUP", "ScoredBatch", "Scorer", "StreamTable"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-# EWMA time constants (s) and variance floors (unit²) per metric, by METRICS order.
-_TAU = {"hr": 300.0, "sbp": 3600.0, "dbp": 3600.0, "map": 3600.0, "glucose": 1800.0}
-_VAR_FLOOR = {"hr": 4.0, "sbp": 25.0, "dbp": 16.0, "map": 16.0, "glucose": 25.0}
+_ARRAYS = ("fs", "ist", "rt", "rx", "rok", "gh")
 
 
 class StreamTable:
@@ -32,13 +45,9 @@ class StreamTable:
     def __init__(self, capacity: int = 256) -> None:
         self._index: dict[tuple[str, str, int], int] = {}
         self.keys: list[tuple[str, str, int]] = []
-        self.last_t = np.zeros(capacity)
-        self.n = np.zeros(capacity, dtype=np.int64)
-        self.mean = np.zeros(capacity)
-        self.var = np.zeros(capacity)
-        self.band = np.full(capacity, -1, dtype=np.int64)
-        self.last_v = np.full(capacity, np.nan)
         self.wall_seen = np.zeros(capacity)  # wall clock of the last sample received
+        self.last_v = np.full(capacity, np.nan)  # newest in-order raw value
+        self.fs, self.ist, self.rt, self.rx, self.rok, self.gh = _blank(capacity)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -49,69 +58,127 @@ class StreamTable:
         sid = self._index.get(key)
         if sid is None:
             sid = len(self.keys)
-            if sid == self.last_t.shape[0]:
+            if sid == self.fs.shape[0]:
                 self._grow()
             self._index[key] = sid
             self.keys.append(key)
         return sid
 
+    @property
+    def band(self) -> I64:
+        return self.ist[:, L.I_BAND]
+
+    @property
+    def last_t(self) -> F64:
+        return self.fs[:, L.F_LAST_T]
+
     def _grow(self) -> None:
-        for name, fill in (("last_t", 0.0), ("n", 0), ("mean", 0.0), ("var", 0.0),
-                           ("band", -1), ("last_v", np.nan), ("wall_seen", 0.0)):
-            old = getattr(self, name)
-            new = np.full(old.shape[0] * 2, fill, dtype=old.dtype)
-            new[: old.shape[0]] = old
+        old_n = self.fs.shape[0]
+        fresh = _blank(old_n * 2)
+        for name, new in zip(_ARRAYS, fresh, strict=True):
+            new[:old_n] = getattr(self, name)
             setattr(self, name, new)
+        for name, fill in (("wall_seen", 0.0), ("last_v", np.nan)):
+            arr = np.full(old_n * 2, fill)
+            arr[:old_n] = getattr(self, name)
+            setattr(self, name, arr)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to resume scoring exactly where it stopped (copies)."""
+        n = len(self.keys)
+        state: dict[str, Any] = {name: getattr(self, name)[:n].copy() for name in _ARRAYS}
+        state["last_v"] = self.last_v[:n].copy()
+        state["keys"] = list(self.keys)
+        return state
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> StreamTable:
+        keys = [tuple(k) for k in state["keys"]]
+        table = cls(capacity=max(256, len(keys)))
+        for k in keys:
+            table.index(str(k[0]), str(k[1]), int(k[2]))
+        n = len(keys)
+        for name in (*_ARRAYS, "last_v"):
+            getattr(table, name)[:n] = state[name]
+        return table
+
+
+def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64]:
+    fs = np.zeros((n, L.NF))
+    fs[:, L.F_LAST_T] = np.nan
+    fs[:, L.F_SIG2] = 1.0
+    fs[:, L.F_P11] = fs[:, L.F_P22] = 10.0
+    for col in (L.F_FC, L.F_FC_SD, L.F_FC_T, L.F_PLO, L.F_PHI, L.F_SLOPE, L.F_ZINNOV):
+        fs[:, col] = np.nan
+    fs[:, L.F_TLO] = fs[:, L.F_THI] = np.inf
+    ist = np.zeros((n, L.NI), dtype=np.int64)
+    ist[:, L.I_BAND] = -1
+    return (fs, ist, np.zeros((n, L.RING)), np.zeros((n, L.RING)),
+            np.zeros((n, L.RING), dtype=np.bool_), np.zeros((n, L.GHIST)))
 
 
 @dataclass(frozen=True, slots=True)
 class ScoredBatch:
-    """A micro-batch after scoring, ordered by observation time."""
+    """A micro-batch after scoring, sorted by (stream, time)."""
 
     sid: I64
     metric: I64
     t: F64
     v: F64
-    score: F64  # NaN while a stream warms up, and for out-of-order samples
+    out: F64  # (n, NO): see the O_* columns in monitor.scoring._layout
     band: I64
     prev_band: I64  # the stream's band before this sample (-1: none yet)
-    status: I64
+    status: I64  # bitmask of STALE_ORDER, ARTIFACT, FLATLINE, GAP, BAND_CHANGED, ...
 
     def __len__(self) -> int:
         return int(self.sid.shape[0])
+
+    @property
+    def score(self) -> F64:
+        return self.out[:, L.O_SCORE]
+
+    @property
+    def forecast(self) -> F64:
+        return self.out[:, L.O_FC]
+
+    def has(self, flag: int) -> npt.NDArray[np.bool_]:
+        flagged: npt.NDArray[np.bool_] = (self.status & flag) != 0
+        return flagged
 
 
 class Scorer:
     """Scores batches of samples against a :class:`StreamTable` with one kernel call."""
 
-    def __init__(self, streams: StreamTable | None = None) -> None:
+    def __init__(self, streams: StreamTable | None = None, *,
+                 params: dict[int, MetricParams] | None = None) -> None:
         self.streams = streams if streams is not None else StreamTable()
-        self.tables = rule_tables()
-        self.tau = np.array([_TAU[m.name] for m in METRICS])
-        self.var_floor = np.array([_VAR_FLOOR[m.name] for m in METRICS])
+        tables = rule_tables()
+        pad = ((0, 1), (0, 0))  # the generic metric has no band rule
+        self.edges = np.pad(tables.edges, pad)
+        self.upper = np.pad(tables.upper, pad)
+        self.n_edges = np.pad(tables.n_edges, (0, 1))
+        self.params = param_table(params)
+        assert self.params.shape[0] == GENERIC + 1
 
     def score(self, sid: I64, metric: I64, t: F64, v: F64, now: float) -> ScoredBatch:
-        """Run one batch through the kernel; samples are taken in observation-time order.
+        """Run one batch through the kernel, each stream's samples in time order.
 
-        Sorting by ``t`` (stably) makes out-of-order delivery inside a batch harmless;
-        across batches, a sample older than its stream's last one is kept for history
-        but does not move the stream's state (``STALE_ORDER``).
+        A sample older than its stream's newest is kept for history but does not move
+        the stream's state (``STALE_ORDER``).
         """
-        order = np.argsort(t, kind="stable")
+        order = np.lexsort((t, sid))
         sid, metric, t, v = sid[order], metric[order], t[order], v[order]
-        st = self.streams
         k = sid.shape[0]
-        score = np.empty(k)
+        cut = np.flatnonzero(np.diff(sid)) + 1
+        starts = np.concatenate(([0], cut, [k])).astype(np.int64)
+        st = self.streams
+        out = np.empty((k, L.NO))
         band = np.empty(k, dtype=np.int64)
+        prev = np.empty(k, dtype=np.int64)
         status = np.empty(k, dtype=np.int64)
-        prev_band = np.empty(k, dtype=np.int64)
-        score_batch(
-            sid, metric, t, v,
-            st.last_t, st.n, st.mean, st.var, st.band,
-            self.tau, self.var_floor, self.tables.edges, self.tables.upper, self.tables.n_edges,
-            score, band, prev_band, status,
-        )
-        fresh = status != STALE_ORDER
+        score_batch(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.gh,
+                    self.params, self.edges, self.upper, self.n_edges, out, band, prev, status)
+        fresh = (status & (STALE_ORDER | INVALID)) == 0
         st.last_v[sid[fresh]] = v[fresh]
         st.wall_seen[sid] = now
-        return ScoredBatch(sid, metric, t, v, score, band, prev_band, status)
+        return ScoredBatch(sid, metric, t, v, out, band, prev, status)

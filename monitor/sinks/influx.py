@@ -37,11 +37,12 @@ def to_line_protocol(records: Sequence[Record]) -> str:
     lines: list[str] = []
     for rec in records:
         if rec[0] == "v":
-            _, ward, bed, metric, t, value, score = rec
+            _, ward, bed, metric, t, value, score, forecast = rec
             fields = f"value={float(value)!r}"
-            s = _num(score)
-            if s is not None:
-                fields += f",score={s}"
+            for key, x in (("score", score), ("forecast", forecast)):
+                num = _num(x)
+                if num is not None:
+                    fields += f",{key}={num}"
             lines.append(
                 f"vitals,bed={_tag(bed)},metric={metric},ward={_tag(ward)} {fields} "
                 f"{round(float(t) * 1000)}"

@@ -13,7 +13,7 @@ from monitor.spool import Record
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vitals (
     ward TEXT NOT NULL, bed TEXT NOT NULL, metric TEXT NOT NULL,
-    t REAL NOT NULL, value REAL NOT NULL, score REAL
+    t REAL NOT NULL, value REAL NOT NULL, score REAL, forecast REAL
 );
 CREATE INDEX IF NOT EXISTS vitals_stream_t ON vitals (ward, bed, metric, t);
 CREATE TABLE IF NOT EXISTS alarms (
@@ -44,7 +44,7 @@ class SqliteHistorySink:
             for r in records if r[0] == "a" for a in (r[1],)
         ]
         with self._db:
-            self._db.executemany("INSERT INTO vitals VALUES (?, ?, ?, ?, ?, ?)", vitals)
+            self._db.executemany("INSERT INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)", vitals)
             self._db.executemany(
                 "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", alarms
             )

@@ -245,11 +245,18 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
         await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
             {"metric": "hr", "t": now + 5, "v": 142, "unit": "/min"},
             {"metric": "hr", "t": now + 10, "v": 80, "unit": "/min"}]})
+        events = []
         async with asyncio.timeout(30):
-            msg = await anext(sub.messages)
-    assert isinstance(msg.payload, bytes)
-    ev = orjson.loads(msg.payload)
-    assert (ev["code"], ev["state"], ev["value"]) == ("hr.news2.3", "resolved", 80)
+            async for msg in sub.messages:
+                assert isinstance(msg.payload, bytes)
+                events.append(orjson.loads(msg.payload))
+                if events[-1]["state"] == "resolved":
+                    break
+    # The first alarm may arrive again here: if the broker went down before it was
+    # acknowledged, it was spooled and redelivered (at least once, never lost).
+    *before, resolved = events
+    assert all((e["state"], e["value"]) == ("firing", 140) for e in before)
+    assert (resolved["code"], resolved["value"]) == ("hr.news2.3", 80)
 
 
 async def test_v2_api_against_influxdb_1_6_spools_and_counts_instead_of_losing(

@@ -1,0 +1,111 @@
+"""Per-metric scoring parameters, with the reasoning behind each choice.
+
+Cadences differ by three orders of magnitude (HR every second, NIBP every 15 min), so
+every window is in seconds of observation time and the forecasting grid is per metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple, dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.scoring import _layout as L
+from monitor.vitals import METRICS
+
+
+@dataclass(frozen=True, slots=True)
+class MetricParams:
+    """Scoring parameters of one metric; the field order is the kernel's column order."""
+
+    tau_s: float  # slow EWMA (baseline) time constant
+    var_floor: float  # unit²: a z-score never divides by less; scale of the AR inputs
+    roll_s: float  # rolling mean/sd window
+    median_w: int  # samples in the rolling median and Hampel window
+    hampel: bool  # reject Hampel outliers (dense streams only: sparse ones would lag)
+    hampel_k: float
+    mad_floor: float
+    max_rate: float  # units/s above which a change is physically an artifact
+    max_artifact_run: int  # a run of outliers this long is accepted as real
+    flat_s: float  # identical values this long: flatline (stuck sensor)
+    gap_s: float  # silence longer than this: dropout flag
+    reset_s: float  # silence longer than this: the models restart
+    grid_s: float  # forecasting grid step
+    horizon: int  # forecast horizon, grid steps
+    forgetting: float  # RLS forgetting factor per grid step
+    phi1: float  # prior AR(2) coefficients on differences (momentum)
+    phi2: float
+    low: float  # predictive-crossing thresholds (nan: none)
+    high: float
+    cusum_k: float  # in innovation sds
+    cusum_h: float
+    fast_tau_s: float  # smoothing of the value that is sampled onto the grid
+
+    @property
+    def horizon_s(self) -> float:
+        return self.grid_s * self.horizon
+
+
+NAN = math.nan
+INF = math.inf
+
+_BP = dict(
+    tau_s=3600.0, roll_s=3600.0, median_w=5, hampel=False, hampel_k=3.5, mad_floor=5.0,
+    max_rate=INF, max_artifact_run=1, flat_s=3 * 3600.0, gap_s=1800.0, reset_s=6 * 3600.0,
+    grid_s=900.0, horizon=1, forgetting=0.98, phi1=0.2, phi2=0.0, high=NAN, cusum_k=0.5,
+    cusum_h=5.0, fast_tau_s=60.0,
+)
+
+PARAMS: dict[str, MetricParams] = {
+    # Monitor numerics every 1-5 s. Motion artifacts are brief spikes: Hampel over 15
+    # samples rejects them and accepts a real step after 8. Horizon 15 min on a 1-min grid.
+    "hr": MetricParams(
+        tau_s=300.0, var_floor=4.0, roll_s=60.0, median_w=15, hampel=True, hampel_k=3.5,
+        mad_floor=3.0, max_rate=INF, max_artifact_run=20, flat_s=300.0, gap_s=60.0,
+        reset_s=3600.0, grid_s=60.0, horizon=15, forgetting=0.99, phi1=0.3, phi2=0.0,
+        low=NAN, high=NAN, cusum_k=0.5, cusum_h=5.0, fast_tau_s=15.0,
+    ),
+    # NIBP every 15 min: no Hampel (a real fall must not wait for 3 readings); one grid
+    # step of 15 min is the horizon. SBP < 90 and MAP < 65 are the predicted crossings.
+    "sbp": MetricParams(var_floor=25.0, low=90.0, **_BP),  # type: ignore[arg-type]
+    "dbp": MetricParams(var_floor=16.0, low=NAN, **_BP),  # type: ignore[arg-type]
+    "map": MetricParams(var_floor=16.0, low=65.0, **_BP),  # type: ignore[arg-type]
+    # CGM every 5 min. Glucose cannot physically change faster than ~4-5 mg/dL/min;
+    # faster drops are compression lows, rejected unless the next reading confirms.
+    # Horizon 30 min on a 5-min grid, with a momentum prior.
+    "glucose": MetricParams(
+        tau_s=1800.0, var_floor=25.0, roll_s=1800.0, median_w=5, hampel=False, hampel_k=3.5,
+        mad_floor=10.0, max_rate=5.0 / 60.0, max_artifact_run=1, flat_s=3600.0, gap_s=1200.0,
+        reset_s=4 * 3600.0, grid_s=300.0, horizon=6, forgetting=0.98, phi1=0.5, phi2=0.0,
+        low=70.0, high=250.0, cusum_k=0.5, cusum_h=5.0, fast_tau_s=60.0,
+    ),
+}
+
+GENERIC = len(METRICS)  # metric id of `wardwatch score --metric generic`
+
+
+def generic_params(dt: float, noise_sd: float) -> MetricParams:
+    """Parameters for a signal with no clinical meaning, from its typical step and noise."""
+    dt = dt if dt > 0 and math.isfinite(dt) else 1.0
+    sd = noise_sd if noise_sd > 0 and math.isfinite(noise_sd) else 1.0
+    return MetricParams(
+        tau_s=50 * dt, var_floor=(0.1 * sd) ** 2, roll_s=30 * dt, median_w=15, hampel=True,
+        hampel_k=3.5, mad_floor=0.5 * sd, max_rate=INF, max_artifact_run=20, flat_s=30 * dt,
+        gap_s=10 * dt, reset_s=1000 * dt, grid_s=dt, horizon=10, forgetting=0.99, phi1=0.3,
+        phi2=0.0, low=NAN, high=NAN, cusum_k=0.5, cusum_h=5.0, fast_tau_s=0.25 * dt,
+    )
+
+
+def param_table(overrides: dict[int, MetricParams] | None = None) -> npt.NDArray[np.float64]:
+    """(n_metrics + 1, NP) array: one row per metric id, the last for ``generic``."""
+    rows = [PARAMS[m.name] for m in METRICS] + [generic_params(1.0, 1.0)]
+    for mid, p in (overrides or {}).items():
+        rows[mid] = p
+    table = np.array([[float(x) for x in astuple(p)] for p in rows])
+    assert table.shape[1] == L.NP
+    return table
+
+
+__all__ = ["GENERIC", "PARAMS", "MetricParams", "generic_params", "param_table", "replace"]
