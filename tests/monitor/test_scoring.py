@@ -62,7 +62,7 @@ def test_kernel_agrees_with_plain_python_reference(seed: int) -> None:
         b = sc.score(sid[chunk], met[chunk], t[chunk], v[chunk], 0.0)
         got.append(b)
     flags_seen = 0
-    for s, m, ts, vs in per_stream:
+    for s, m, ts, _ in per_stream:
         p = PARAMS[NAMES[m]] if m < len(METRICS) else generic_params(1.0, 1.0)
         rule = RULES.get(m)
         ref = RefStream(p, list(rule.edges) if rule else [], list(rule.upper) if rule else [])
