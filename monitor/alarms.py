@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import orjson
 
-from monitor.rules import band
+from monitor.rules import RULES, band
 from monitor.scoring import BAND_CHANGED, ScoredBatch, StreamTable
 from monitor.vitals import METRICS
 from monitor.wire import ALERTS_TOPIC
@@ -62,13 +62,21 @@ class AlarmBook:
 
     def update(self, batch: ScoredBatch, streams: StreamTable) -> list[AlarmEvent]:
         """Events for every band change in ``batch``, in observation-time order."""
-        events: list[AlarmEvent] = []
+        return [ev for _, ev in self.update_indexed(batch, streams)]
+
+    def update_indexed(self, batch: ScoredBatch,
+                       streams: StreamTable) -> list[tuple[int, AlarmEvent]]:
+        """(row in ``batch``, event) for every band change, in observation-time order."""
+        events: list[tuple[int, AlarmEvent]] = []
         for i in np.flatnonzero(batch.has(BAND_CHANGED)):
+            if int(batch.metric[i]) not in RULES:  # no band rule (generic): nothing to alarm
+                continue
             key = streams.keys[int(batch.sid[i])]
             fc = float(batch.forecast[i])
-            events.extend(self._change(key, int(batch.band[i]), float(batch.t[i]),
-                                       float(batch.v[i]), None if fc != fc else round(fc, 2)))
-        events.sort(key=lambda e: e.t)
+            for ev in self._change(key, int(batch.band[i]), float(batch.t[i]),
+                                   float(batch.v[i]), None if fc != fc else round(fc, 2)):
+                events.append((int(i), ev))
+        events.sort(key=lambda ie: ie[1].t)
         return events
 
     def _change(self, key: tuple[str, str, int], new: int, t: float, v: float,

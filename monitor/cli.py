@@ -65,8 +65,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after this many wall seconds (default: until Ctrl-C)")
     p_demo.add_argument("--plain", action="store_true",
                         help="print alarm lines instead of the live table")
+    p_score = sub.add_parser(
+        "score", help="score a recorded stream (CSV timestamp,value) with the live kernels"
+    )
+    p_score.add_argument("--metric", required=True,
+                         choices=["hr", "sbp", "dbp", "map", "glucose", "generic"])
+    p_score.add_argument("--input", required=True, metavar="IN.csv")
+    p_score.add_argument("--output", required=True, metavar="OUT.csv")
+    p_score.add_argument("--unit", help="UCUM unit of the values (default: canonical)")
     args = parser.parse_args(argv)
 
+    if args.command == "score":
+        return _score(args)
     try:
         settings = load(args.config, overrides=_overrides(args))
     except WardwatchError as exc:
@@ -92,6 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from monitor.offline import score_csv
+
+    try:
+        s = score_csv(args.metric, Path(args.input), Path(args.output), args.unit)
+    except WardwatchError as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 2
+    print(f"scored {s.rows} rows in {s.seconds:.2f} s: {s.alerts} alarms fired, "
+          f"{s.unreadable} unreadable rows", file=sys.stderr)
     return 0
 
 

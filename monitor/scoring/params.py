@@ -91,7 +91,7 @@ def generic_params(dt: float, noise_sd: float) -> MetricParams:
     dt = dt if dt > 0 and math.isfinite(dt) else 1.0
     sd = noise_sd if noise_sd > 0 and math.isfinite(noise_sd) else 1.0
     return MetricParams(
-        tau_s=50 * dt, var_floor=(0.1 * sd) ** 2, roll_s=30 * dt, median_w=15, hampel=True,
+        tau_s=50 * dt, var_floor=sd**2, roll_s=30 * dt, median_w=15, hampel=True,
         hampel_k=3.5, mad_floor=0.5 * sd, max_rate=INF, max_artifact_run=20, flat_s=30 * dt,
         gap_s=10 * dt, reset_s=1000 * dt, grid_s=dt, horizon=10, forgetting=0.99, phi1=0.3,
         phi2=0.0, low=NAN, high=NAN, cusum_k=0.5, cusum_h=5.0, fast_tau_s=0.25 * dt,

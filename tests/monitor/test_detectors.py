@@ -45,7 +45,7 @@ def where(idx: np.ndarray, b: ScoredBatch, flag: int) -> list[int]:
 def test_spike_and_step_onsets_are_artifacts_and_nothing_else(stream: tuple) -> None:
     idx, _, b = stream
     # The 60 s window at 5 s holds the 13 samples before each one: a real step is
-    # believed at its 7th sample (7 new outvote 6 old); a single spike never is.
+    # believed at its 8th sample, once the 7 before it outvote 6 old; a spike never is.
     assert where(idx, b, ARTIFACT) == [400, *range(900, 907), *range(1100, 1107)]
 
 

@@ -1,0 +1,92 @@
+"""`wardwatch score`: the offline contract on the live kernels."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.cli import main
+from monitor.errors import WardwatchError
+from monitor.offline import score_csv
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def write(path: Path, rows: list[tuple[str, str]]) -> None:
+    path.write_text("timestamp,value\n" + "".join(f"{a},{b}\n" for a, b in rows))
+
+
+def test_glucose_in_mmol_with_irregular_gaps_bad_rows_and_disorder(tmp_path: Path) -> None:
+    t0 = 1_763_856_000
+    rows = [(str(t0 + 300 * i + (17 if i % 3 == 0 else 0)), f"{6.5 - 0.05 * i:.2f}")
+            for i in range(60)]
+    rows[20] = (rows[20][0], "n/a")  # unreadable value
+    rows[30:40] = []  # a 50-minute gap
+    rows[5], rows[6] = rows[6], rows[5]  # out of order in the file
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(src, rows)
+    s = score_csv("glucose", src, dst, unit="mmol/L")
+    out = read(dst)
+    assert [r["timestamp"] for r in out] == [r[0] for r in rows]  # input order kept
+    assert list(out[0]) == ["timestamp", "value", "score", "forecast", "alert"]
+    assert (s.rows, s.unreadable) == (50, 1)
+    assert out[20]["score"] == out[20]["forecast"] == out[20]["alert"] == ""
+    assert out[0]["forecast"] == ""  # warming up
+    assert out[10]["forecast"] != ""
+    fired = [(i, r["alert"]) for i, r in enumerate(out) if r["alert"]]
+    # 6.5 mmol/L falling 0.05 per 5 min: first below 70 mg/dL (3.886 mmol/L) then 54
+    first_l1 = next(i for i, r in enumerate(rows)
+                    if r[1] != "n/a" and float(r[1]) * 18.0156 < 70)
+    assert fired[0] == (first_l1, "glucose.low.l1")
+    assert [a for _, a in fired] == ["glucose.low.l1"]
+    assert s.alerts == 1
+
+
+def test_iso_timestamps_with_offsets_and_generic_metric(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    rng = np.random.default_rng(3)
+    vals = 10 + rng.normal(0, 0.1, 400)
+    vals[300] = 25.0  # one anomaly in a signal with no clinical meaning
+    rows = [(f"2025-11-23T{10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+01:00",
+             f"{x:.3f}") for i, x in enumerate(vals)]
+    write(src, rows)
+    score_csv("generic", src, dst)
+    score = np.array([float(r["score"] or "nan") for r in read(dst)])
+    assert np.nanargmax(score) == 300
+    assert score[300] > 0.999
+    assert np.nanpercentile(score[20:], 50) < 0.8
+
+
+def test_bad_input_files_give_clear_errors(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("time,v\n1,2\n")
+    with pytest.raises(WardwatchError, match="missing column"):
+        score_csv("hr", src, tmp_path / "o.csv")
+    write(src, [("1", "2")])
+    with pytest.raises(WardwatchError, match="unit"):
+        score_csv("hr", src, tmp_path / "o.csv", unit="mg/dL")
+    assert main(["score", "--metric", "hr", "--input", str(tmp_path / "absent.csv"),
+                 "--output", str(tmp_path / "o.csv")]) == 2
+
+
+def test_cli_score_command(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(src, [(str(1_763_856_000 + 5 * i), str(v)) for i, v in
+                enumerate([80] * 30 + [140] * 20)])
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "score", "--metric", "hr",
+                           "--input", str(src), "--output", str(dst)],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "scored 50 rows" in proc.stderr
+    alerts = [(i, r["alert"]) for i, r in enumerate(read(dst)) if r["alert"]]
+    assert alerts == [(37, "hr.news2.3")]  # the step is believed at its 8th sample
