@@ -40,9 +40,10 @@ def _times(col: Any) -> np.ndarray:
 
     num = pd.to_numeric(col, errors="coerce")
     if num.notna().mean() > 0.5:  # epoch seconds
-        return num.to_numpy(dtype=np.float64)
+        epoch: np.ndarray = num.to_numpy(dtype=np.float64)
+        return epoch
     dt = pd.to_datetime(col, utc=True, format="ISO8601", errors="coerce")
-    ns = dt.astype("int64").to_numpy().astype(np.float64)
+    ns: np.ndarray = dt.astype("int64").to_numpy().astype(np.float64)
     ns[dt.isna().to_numpy()] = np.nan
     return ns / 1e9
 
