@@ -36,7 +36,7 @@ __all__ = ["ARTIFACT", "BAND_CHANGED", "DRIFT", "FLATLINE", "GAP", "GENERIC", "I
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-_ARRAYS = ("fs", "ist", "rt", "rx", "rok", "gh")
+_ARRAYS = ("fs", "ist", "rt", "rx", "rok", "sw", "gh")
 
 
 class StreamTable:
@@ -47,7 +47,7 @@ class StreamTable:
         self.keys: list[tuple[str, str, int]] = []
         self.wall_seen = np.zeros(capacity)  # wall clock of the last sample received
         self.last_v = np.full(capacity, np.nan)  # newest in-order raw value
-        self.fs, self.ist, self.rt, self.rx, self.rok, self.gh = _blank(capacity)
+        self.fs, self.ist, self.rt, self.rx, self.rok, self.sw, self.gh = _blank(capacity)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -103,7 +103,7 @@ class StreamTable:
         return table
 
 
-def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64]:
+def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64, F64]:
     fs = np.zeros((n, L.NF))
     fs[:, L.F_LAST_T] = np.nan
     fs[:, L.F_SIG2] = 1.0
@@ -114,7 +114,7 @@ def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64]:
     ist = np.zeros((n, L.NI), dtype=np.int64)
     ist[:, L.I_BAND] = -1
     return (fs, ist, np.zeros((n, L.RING)), np.zeros((n, L.RING)),
-            np.zeros((n, L.RING), dtype=np.bool_), np.zeros((n, L.GHIST)))
+            np.zeros((n, L.RING), dtype=np.bool_), np.zeros((n, L.WMAX)), np.zeros((n, L.GHIST)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +176,7 @@ class Scorer:
         band = np.empty(k, dtype=np.int64)
         prev = np.empty(k, dtype=np.int64)
         status = np.empty(k, dtype=np.int64)
-        score_batch(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.gh,
+        score_batch(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
                     self.params, self.edges, self.upper, self.n_edges, out, band, prev, status)
         fresh = (status & (STALE_ORDER | INVALID)) == 0
         st.last_v[sid[fresh]] = v[fresh]

@@ -25,10 +25,13 @@ from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
     DRIFT,
+    F_ALPHA,
+    F_ALPHA_FAST,
     F_CUS_NEG,
     F_CUS_POS,
     F_D1,
     F_D2,
+    F_DT,
     F_EW_MEAN,
     F_EW_VAR,
     F_FAST,
@@ -71,6 +74,7 @@ from monitor.scoring._layout import (
     I_N,
     I_NGRID,
     I_NOK,
+    I_NSW,
     INVALID,
     O_CUSUM,
     O_FC,
@@ -143,6 +147,7 @@ def _reset(s, fs, ist):  # type: ignore[no-untyped-def]
     """Restart a stream's models after a long silence; its band (alarm state) is kept."""
     ist[s, I_N] = 0
     ist[s, I_LEN] = 0
+    ist[s, I_NSW] = 0
     ist[s, I_NOK] = 0
     ist[s, I_HEAD] = 0
     ist[s, I_NGRID] = 0
@@ -337,6 +342,56 @@ def _grid_update(s, t, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _sw_insert(s, x, sw, ist):  # type: ignore[no-untyped-def]
+    n = ist[s, I_NSW]
+    j = n
+    while j > 0 and sw[s, j - 1] > x:
+        sw[s, j] = sw[s, j - 1]
+        j -= 1
+    sw[s, j] = x
+    ist[s, I_NSW] = n + 1
+
+
+@njit(cache=True)
+def _sw_remove(s, x, sw, ist):  # type: ignore[no-untyped-def]
+    n = ist[s, I_NSW]
+    j = 0
+    while j < n and sw[s, j] != x:
+        j += 1
+    for a in range(j, n - 1):
+        sw[s, a] = sw[s, a + 1]
+    ist[s, I_NSW] = n - 1
+
+
+@njit(cache=True)
+def _sw_median(s, sw, n):  # type: ignore[no-untyped-def]
+    if n % 2 == 1:
+        return sw[s, n // 2]
+    return 0.5 * (sw[s, n // 2 - 1] + sw[s, n // 2])
+
+
+@njit(cache=True)
+def _sw_mad(s, sw, n, med):  # type: ignore[no-untyped-def]
+    """Median of |window - med|, merging outward from the median of the sorted window."""
+    hi = 0
+    while hi < n and sw[s, hi] < med:
+        hi += 1
+    lo = hi - 1
+    want = n // 2  # the deviation of rank `want` (and `want - 1` when n is even)
+    prev = 0.0
+    cur = 0.0
+    for _ in range(want + 1):
+        prev = cur
+        if lo >= 0 and (hi >= n or med - sw[s, lo] <= sw[s, hi] - med):
+            cur = med - sw[s, lo]
+            lo -= 1
+        else:
+            cur = sw[s, hi] - med
+            hi += 1
+    return cur if n % 2 == 1 else 0.5 * (prev + cur)
+
+
+@njit(cache=True)
 def _ring_drop(s, j, fs, ist, rx, rok):  # type: ignore[no-untyped-def]
     if rok[s, j]:
         d = rx[s, j] - fs[s, F_SHIFT]
@@ -349,13 +404,17 @@ def _ring_drop(s, j, fs, ist, rx, rok):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _ring_add(s, t, x, ok, fs, ist, rt, rx, rok, roll_t):  # type: ignore[no-untyped-def]
-    """Append to the ring; evict by capacity and by time; keep the accepted sums."""
+def _ring_add(s, t, x, ok, fs, ist, rt, rx, rok, sw, w, roll_t):  # type: ignore[no-untyped-def]
+    """Append to the ring; evict by capacity and by time; keep the accepted sums and the
+    sorted window of the newest min(w, len) raw values."""
     n = ist[s, I_LEN]
     head = ist[s, I_HEAD]
-    if n == RING:
+    if n == RING:  # the oldest is never in the window (w < RING)
         _ring_drop(s, (head - n) % RING, fs, ist, rx, rok)
         n -= 1
+    if ist[s, I_NSW] == w:
+        _sw_remove(s, rx[s, (head - w) % RING], sw, ist)
+    _sw_insert(s, x, sw, ist)
     rt[s, head] = t
     rx[s, head] = x
     rok[s, head] = ok
@@ -372,6 +431,8 @@ def _ring_add(s, t, x, ok, fs, ist, rt, rx, rok, roll_t):  # type: ignore[no-unt
         old = (head - n) % RING
         if rt[s, old] >= t - roll_t:
             break
+        if n <= ist[s, I_NSW]:  # every live entry is in the window, the oldest too
+            _sw_remove(s, rx[s, old], sw, ist)
         _ring_drop(s, old, fs, ist, rx, rok)
         n -= 1
     ist[s, I_LEN] = n
@@ -391,8 +452,8 @@ def _ring_add(s, t, x, ok, fs, ist, rt, rx, rok, roll_t):  # type: ignore[no-unt
         fs[s, F_SUMSQ] = sq
 
 
-@njit(cache=True)
-def _step(i, s, m, t, x, fs, ist, rt, rx, rok, gh, params, edges, upper, n_edges,  # type: ignore[no-untyped-def]
+@njit(cache=True, inline="always")
+def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_edges,  # type: ignore[no-untyped-def]
           out, band_out, prev_out, status, scratch):
     p = params[m]
     prev_out[i] = ist[s, I_BAND]
@@ -426,19 +487,17 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, gh, params, edges, upper, n_edges
 
     # Hampel: median and MAD of the last W raw samples, before this one
     w = int(p[P_MED_W])
-    nmed = min(w, ist[s, I_LEN])
+    nmed = ist[s, I_NSW]  # == min(w, ring length)
     med = np.nan
     artifact = False
     if nmed > 0:
-        head = ist[s, I_HEAD]
-        for a in range(nmed):
-            scratch[a] = rx[s, (head - 1 - a) % RING]
-        med = _median(scratch, nmed)
-        if not flat and p[P_HAMPEL] > 0 and nmed >= max(3, w // 2):
-            for a in range(nmed):
-                scratch[a] = abs(scratch[a] - med)
-            mad = _median(scratch, nmed)
-            if abs(x - med) > p[P_HAMPEL_K] * max(1.4826 * mad, p[P_MAD_FLOOR]):
+        med = _sw_median(s, sw, nmed)
+        dev = abs(x - med)
+        # the threshold is at least k * floor: below that the MAD cannot matter
+        if (not flat and p[P_HAMPEL] > 0 and nmed >= max(3, w // 2)
+                and dev > p[P_HAMPEL_K] * p[P_MAD_FLOOR]):
+            mad = _sw_mad(s, sw, nmed, med)
+            if dev > p[P_HAMPEL_K] * max(1.4826 * mad, p[P_MAD_FLOOR]):
                 artifact = True
     if not flat and not artifact and ist[s, I_N] > 0 and not math.isinf(p[P_MAX_RATE]):
         dto = t - fs[s, F_LAST_OK_T]
@@ -471,12 +530,16 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, gh, params, edges, upper, n_edges
             fs[s, F_FAST] = x
         else:
             dt = t - fs[s, F_LAST_OK_T]
-            alpha = 1.0 - math.exp(-dt / p[P_TAU])
+            if dt != fs[s, F_DT]:  # regular sampling repeats dt: reuse the weights
+                fs[s, F_DT] = dt
+                fs[s, F_ALPHA] = 1.0 - math.exp(-dt / p[P_TAU])
+                fs[s, F_ALPHA_FAST] = 1.0 - math.exp(-dt / p[P_FAST_TAU])
+            alpha = fs[s, F_ALPHA]
             diff = x - fs[s, F_EW_MEAN]
             incr = alpha * diff
             fs[s, F_EW_MEAN] += incr
             fs[s, F_EW_VAR] = (1.0 - alpha) * (fs[s, F_EW_VAR] + diff * incr)
-            fs[s, F_FAST] += (1.0 - math.exp(-dt / p[P_FAST_TAU])) * (x - fs[s, F_FAST])
+            fs[s, F_FAST] += fs[s, F_ALPHA_FAST] * (x - fs[s, F_FAST])
         ist[s, I_N] = n + 1
         fs[s, F_LAST_OK_X] = x
         fs[s, F_LAST_OK_T] = t
@@ -496,7 +559,7 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, gh, params, edges, upper, n_edges
     else:
         cus = max(fs[s, F_CUS_POS], fs[s, F_CUS_NEG])
 
-    _ring_add(s, t, x, accepted, fs, ist, rt, rx, rok, p[P_ROLL_T])
+    _ring_add(s, t, x, accepted, fs, ist, rt, rx, rok, sw, w, p[P_ROLL_T])
     fs[s, F_LAST_T] = t
     fs[s, F_LAST_X] = x
 
@@ -505,7 +568,7 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, gh, params, edges, upper, n_edges
         out[i, O_SCORE] = np.nan
     else:
         p_z = math.erfc(abs(z) / SQRT2)
-        p_c = math.exp(-cus)  # P(CUSUM >= c) under no change, k = 0.5 (Siegmund)
+        p_c = math.exp(-cus) if cus > 0.0 else 1.0  # P(CUSUM >= c), no change, k = 0.5
         out[i, O_SCORE] = 1.0 - min(1.0, 2.0 * min(p_z, p_c))
     out[i, O_LEVEL] = fs[s, F_EW_MEAN] if ist[s, I_N] > 0 else np.nan
     nok = ist[s, I_NOK]
@@ -534,11 +597,11 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, gh, params, edges, upper, n_edges
 
 
 @njit(cache=True, parallel=True)
-def score_batch(starts, sid, metric, t, v, fs, ist, rt, rx, rok, gh,  # type: ignore[no-untyped-def]
+def score_batch(starts, sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,  # type: ignore[no-untyped-def]
                 params, edges, upper, n_edges, out, band_out, prev_out, status):
     """Score samples sorted by (stream, time); ``starts`` bounds each stream's run."""
     for g in prange(starts.shape[0] - 1):
-        scratch = np.empty(max(RING, GHIST * GHIST))
+        scratch = np.empty(GHIST * GHIST)
         for i in range(starts[g], starts[g + 1]):
-            _step(i, sid[i], metric[i], t[i], v[i], fs, ist, rt, rx, rok, gh, params,
+            _step(i, sid[i], metric[i], t[i], v[i], fs, ist, rt, rx, rok, sw, gh, params,
                   edges, upper, n_edges, out, band_out, prev_out, status, scratch)

@@ -40,7 +40,10 @@ F_CUS_NEG = 28
 F_ZINNOV = 29
 F_FLAT_T0 = 30  # start of the current run of identical values
 F_SHIFT = 31  # the rolling sums are of (x - shift): no cancellation in the variance
-NF = 32
+F_DT = 32  # last dt between accepted samples, and the EWMA weights it gave (cache)
+F_ALPHA = 33
+F_ALPHA_FAST = 34
+NF = 35
 
 # -- int state -----------------------------------------------------------------------
 I_N = 0  # accepted samples since (re)start
@@ -54,10 +57,12 @@ I_FLAT_N = 7  # consecutive identical values
 I_GHEAD = 8  # grid history: next write, live length
 I_GLEN = 9
 I_NOK = 10  # accepted samples in the ring
-NI = 11
+I_NSW = 11  # values in the sorted Hampel window
+NI = 12
 
 RING = 64  # raw samples kept per stream
 GHIST = 6  # grid values kept per stream (robust slope)
+WMAX = 16  # largest median / Hampel window
 
 # -- per-metric parameters -----------------------------------------------------------
 P_TAU = 0  # slow EWMA time constant (s)

@@ -128,7 +128,8 @@ class RefStream:
                 diff = x - self.mean
                 self.mean += a * diff
                 self.var = (1.0 - a) * (self.var + diff * (a * diff))
-                self.fast += (1.0 - math.exp(-dt / p.fast_tau_s)) * (x - self.fast)
+                a_fast = 1.0 - math.exp(-dt / p.fast_tau_s)
+                self.fast += a_fast * (x - self.fast)
             self.n += 1
             self.ok_x, self.ok_t = x, t
             b = sum(1 for e, up in zip(self.edges, self.upper, strict=True)

@@ -105,6 +105,7 @@ def param_table(overrides: dict[int, MetricParams] | None = None) -> npt.NDArray
         rows[mid] = p
     table = np.array([[float(x) for x in astuple(p)] for p in rows])
     assert table.shape[1] == L.NP
+    assert (table[:, L.P_MED_W] <= L.WMAX).all() and (table[:, L.P_MED_W] >= 1).all()
     return table
 
 
