@@ -170,6 +170,8 @@ class Daemon:
             entry["vitals"][METRICS[mid].name] = {
                 "value": float(st.last_v[i]), "t": float(st.last_t[i]), "unit": METRICS[mid].unit,
             }
+        for (ward, bed), (t, score) in self.processor.bed_scores.items():
+            beds[f"{ward}/{bed}"]["anomaly"] = {"score": score, "t": t}
         for ev in self.processor.alarms.active.values():
             beds[f"{ev.ward}/{ev.bed}"]["alarms"].append(
                 {k: getattr(ev, k) for k in ("id", "code", "priority", "state", "t", "value")}

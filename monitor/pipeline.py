@@ -7,6 +7,7 @@ and only band changes come back to Python as alarm events.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -14,14 +15,16 @@ import numpy as np
 
 from monitor.alarms import AlarmBook
 from monitor.metrics import Metrics
-from monitor.scoring import STALE_ORDER, Scorer
+from monitor.scoring import STALE_ORDER, ScoredBatch, Scorer
+from monitor.scoring.multivariate import FEATURES, BedAnomaly
 from monitor.spool import Record
-from monitor.vitals import METRICS
+from monitor.vitals import METRIC_IDS, METRICS
 from monitor.wire import DEADLETTER_TOPIC, DEFAULT_LIMITS, Limits, deadletter_payload, decode
 
 log = logging.getLogger(__name__)
 
 _NAMES = [m.name for m in METRICS]
+_CARDIO = tuple(METRIC_IDS[f] for f in FEATURES)
 
 
 def _num(x: float) -> float | None:
@@ -65,6 +68,8 @@ class Processor:
         self.scorer = Scorer()
         self.streams = self.scorer.streams
         self.alarms = AlarmBook()
+        self.beds = BedAnomaly()
+        self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
         self.rejects = RateLimitedLog()
         metrics.views.active_alarms = self.alarms.counts
         metrics.views.bed_last_seen = self.bed_last_seen
@@ -127,7 +132,26 @@ class Processor:
             m.alarm_events.labels(ev.ward, ev.priority, ev.state).inc()
             out.mqtt.append([ev.topic, ev.to_json().decode(), 1])
             out.history.append(["a", asdict(ev)])
+        self._score_beds(batch, out)
         return out
+
+    def _score_beds(self, batch: ScoredBatch, out: Output) -> None:
+        """The multivariate detector, once per bed that had cardiovascular samples."""
+        newest: dict[tuple[str, str], float] = {}
+        keys = self.streams.keys
+        for s, t in zip(batch.sid.tolist(), batch.t.tolist(), strict=True):
+            ward, bed, mid = keys[s]
+            if mid in _CARDIO:
+                newest[(ward, bed)] = max(t, newest.get((ward, bed), -math.inf))
+        for (ward, bed), t in newest.items():
+            values = {}
+            for mid in _CARDIO:
+                sid = self.streams.find(ward, bed, mid)
+                values[_NAMES[mid]] = math.nan if sid is None else float(self.streams.last_v[sid])
+            score = self.beds.score(ward, bed, t, values)
+            if score is not None:
+                self.bed_scores[(ward, bed)] = (t, score)
+                out.history.append(["b", ward, bed, t, round(score, 4)])
 
     def bed_last_seen(self) -> list[tuple[str, str, float]]:
         """(ward, bed, wall time of its newest sample), for the last-seen metric."""

@@ -52,6 +52,10 @@ class StreamTable:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def find(self, ward: str, bed: str, metric: int) -> int | None:
+        """The row of a stream, or None if it has not been seen."""
+        return self._index.get((ward, bed, metric))
+
     def index(self, ward: str, bed: str, metric: int) -> int:
         """The row of a stream, created on first sight."""
         key = (ward, bed, metric)

@@ -4,6 +4,7 @@ History records are plain JSON-able lists so that they survive the spool:
 
 * a vital: ``["v", ward, bed, metric, t, value, score_or_None, forecast_or_None]``
 * an alarm event: ``["a", {...the alert JSON...}]``
+* a bed's multivariate anomaly score: ``["b", ward, bed, t, score]``
 
 MQTT records are ``[topic, payload_text, qos]``.
 """

@@ -47,6 +47,10 @@ def to_line_protocol(records: Sequence[Record]) -> str:
                 f"vitals,bed={_tag(bed)},metric={metric},ward={_tag(ward)} {fields} "
                 f"{round(float(t) * 1000)}"
             )
+        elif rec[0] == "b":
+            _, ward, bed, t, score = rec
+            lines.append(f"bed_anomaly,bed={_tag(bed)},ward={_tag(ward)} "
+                         f"score={float(score)!r} {round(float(t) * 1000)}")
         else:
             a = rec[1]
             parts = [f"id={_str_field(a['id'])}", f"value={float(a['value'])!r}",

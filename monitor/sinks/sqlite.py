@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS alarms (
     value REAL, threshold REAL, forecast REAL, message TEXT
 );
 CREATE INDEX IF NOT EXISTS alarms_bed_t ON alarms (ward, bed, t);
+CREATE TABLE IF NOT EXISTS bed_anomaly (
+    ward TEXT NOT NULL, bed TEXT NOT NULL, t REAL NOT NULL, score REAL NOT NULL
+);
 """
 
 
@@ -43,7 +46,9 @@ class SqliteHistorySink:
              a["t"], a["value"], a["threshold"], a["forecast"], a["message"])
             for r in records if r[0] == "a" for a in (r[1],)
         ]
+        beds = [tuple(r[1:]) for r in records if r[0] == "b"]
         with self._db:
+            self._db.executemany("INSERT INTO bed_anomaly VALUES (?, ?, ?, ?)", beds)
             self._db.executemany("INSERT INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)", vitals)
             self._db.executemany(
                 "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", alarms

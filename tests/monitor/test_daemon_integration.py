@@ -278,3 +278,18 @@ async def test_v2_api_against_influxdb_1_6_spools_and_counts_instead_of_losing(
     finally:
         await rd.stop()
     assert Spool(tmp_path / "spool.db").depth("influxdb") == 1  # still on disk after stop
+
+
+async def test_bed_multivariate_score_reaches_influx(running: RunningDaemon) -> None:
+    now = time.time()
+    obs = [{"metric": m, "t": now, "v": v, "unit": "mm[Hg]"}
+           for m, v in (("sbp", 118), ("dbp", 74), ("map", 89))]
+    obs.append({"metric": "hr", "t": now, "v": 77, "unit": "/min"})
+    await publish(running.settings.mqtt.url, "wardwatch/v1/obs/9G/5", {"obs": obs})
+    influx, db = running.settings.influx.url, running.settings.influx.database
+
+    async def rows() -> list[dict[str, Any]]:
+        return await influxql(influx, db, "SELECT score FROM bed_anomaly WHERE bed='5'")
+
+    got = await eventually(rows, "the bed's anomaly score in InfluxDB")
+    assert len(got) == 1 and 0.0 <= got[0]["score"] <= 1.0
