@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from monitor.rules import rule_tables
 from monitor.scoring import _layout as L
-from monitor.scoring._kernels import score_batch
+from monitor.scoring._kernels import score_batch, score_batch_parallel
 from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
@@ -35,6 +35,8 @@ __all__ = ["ARTIFACT", "BAND_CHANGED", "DRIFT", "FLATLINE", "GAP", "GENERIC", "I
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+
+PARALLEL_MIN = 50_000  # samples in a batch before threads pay for themselves
 
 _ARRAYS = ("fs", "ist", "rt", "rx", "rok", "sw", "gh")
 
@@ -180,8 +182,9 @@ class Scorer:
         band = np.empty(k, dtype=np.int64)
         prev = np.empty(k, dtype=np.int64)
         status = np.empty(k, dtype=np.int64)
-        score_batch(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
-                    self.params, self.edges, self.upper, self.n_edges, out, band, prev, status)
+        kernel = score_batch_parallel if k >= PARALLEL_MIN and starts.size > 2 else score_batch
+        kernel(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
+               self.params, self.edges, self.upper, self.n_edges, out, band, prev, status)
         fresh = (status & (STALE_ORDER | INVALID)) == 0
         st.last_v[sid[fresh]] = v[fresh]
         st.wall_seen[sid] = now

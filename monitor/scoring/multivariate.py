@@ -46,6 +46,11 @@ class BedAnomaly:
                 f"height={self.height}, window_size={self.window_size}, "
                 f"protect={self.protect}, seed={self.seed})")
 
+    def due(self, ward: str, bed: str, t: float) -> bool:
+        """Whether a call for this bed at ``t`` would be scored (cheap; no values needed)."""
+        state = self._beds.get((ward, bed))
+        return state is None or t - state.last_t >= self.every_s
+
     def score(self, ward: str, bed: str, t: float, values: dict[str, float]) -> float | None:
         """Score and learn the bed's vector at observation time ``t``.
 

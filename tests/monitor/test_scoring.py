@@ -177,3 +177,22 @@ def test_stream_table_grows_and_keeps_state() -> None:
     assert ids == list(range(10))
     assert st.index("W", "3", HR) == 3
     assert (st.band[:10] == -1).all()
+
+
+def test_parallel_kernel_gives_the_serial_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor.scoring as scoring
+
+    rng = np.random.default_rng(8)
+    streams, per = 300, 200
+    t = np.tile(np.cumsum(rng.exponential(20.0, per)), streams)
+    v = 90 + rng.normal(0, 8, streams * per)
+    results = []
+    for threshold in (10**9, 1):  # serial, then parallel
+        monkeypatch.setattr(scoring, "PARALLEL_MIN", threshold)
+        sc = Scorer()
+        sid = np.repeat([sc.streams.index("W", str(i), i % 5) for i in range(streams)], per)
+        metric = (sid % 5).astype(np.int64)
+        results.append(sc.score(sid.astype(np.int64), metric, t, v, 0.0))
+    serial, parallel = results
+    np.testing.assert_array_equal(serial.out, parallel.out)
+    np.testing.assert_array_equal(serial.status, parallel.status)
