@@ -1,0 +1,132 @@
+"""Numba kernels of the per-stream ring of recent samples and its sorted median window.
+
+Private (see :mod:`monitor.scoring._kernels`). The ring keeps the raw samples of the
+rolling window, with running sums of the accepted ones; beside it the newest
+``min(w, len)`` raw values are kept sorted, so the median is O(1) and the MAD a merge.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from monitor.scoring._layout import (
+    F_SHIFT,
+    F_SUM,
+    F_SUMSQ,
+    I_HEAD,
+    I_LEN,
+    I_NOK,
+    I_NSW,
+    RING,
+)
+
+
+@njit(cache=True)
+def _sw_insert(s, x, sw, ist):  # type: ignore[no-untyped-def]
+    n = ist[s, I_NSW]
+    j = n
+    while j > 0 and sw[s, j - 1] > x:
+        sw[s, j] = sw[s, j - 1]
+        j -= 1
+    sw[s, j] = x
+    ist[s, I_NSW] = n + 1
+
+
+@njit(cache=True)
+def _sw_remove(s, x, sw, ist):  # type: ignore[no-untyped-def]
+    n = ist[s, I_NSW]
+    j = 0
+    while j < n and sw[s, j] != x:
+        j += 1
+    for a in range(j, n - 1):
+        sw[s, a] = sw[s, a + 1]
+    ist[s, I_NSW] = n - 1
+
+
+@njit(cache=True)
+def sw_median(s, sw, n):  # type: ignore[no-untyped-def]
+    if n % 2 == 1:
+        return sw[s, n // 2]
+    return 0.5 * (sw[s, n // 2 - 1] + sw[s, n // 2])
+
+
+@njit(cache=True)
+def sw_mad(s, sw, n, med):  # type: ignore[no-untyped-def]
+    """Median of |window - med|, merging outward from the median of the sorted window."""
+    hi = 0
+    while hi < n and sw[s, hi] < med:
+        hi += 1
+    lo = hi - 1
+    want = n // 2  # the deviation of rank `want` (and `want - 1` when n is even)
+    prev = 0.0
+    cur = 0.0
+    for _ in range(want + 1):
+        prev = cur
+        if lo >= 0 and (hi >= n or med - sw[s, lo] <= sw[s, hi] - med):
+            cur = med - sw[s, lo]
+            lo -= 1
+        else:
+            cur = sw[s, hi] - med
+            hi += 1
+    return cur if n % 2 == 1 else 0.5 * (prev + cur)
+
+
+@njit(cache=True)
+def _ring_drop(s, j, fs, ist, rx, rok):  # type: ignore[no-untyped-def]
+    if rok[s, j]:
+        d = rx[s, j] - fs[s, F_SHIFT]
+        fs[s, F_SUM] -= d
+        fs[s, F_SUMSQ] -= d * d
+        ist[s, I_NOK] -= 1
+        if ist[s, I_NOK] == 0:
+            fs[s, F_SUM] = 0.0
+            fs[s, F_SUMSQ] = 0.0
+
+
+@njit(cache=True)
+def ring_add(s, t, x, ok, fs, ist, rt, rx, rok, sw, w, roll_t):  # type: ignore[no-untyped-def]
+    """Append to the ring; evict by capacity and by time; keep the accepted sums and the
+    sorted window of the newest min(w, len) raw values."""
+    n = ist[s, I_LEN]
+    head = ist[s, I_HEAD]
+    if n == RING:  # the oldest is never in the window (w < RING)
+        _ring_drop(s, (head - n) % RING, fs, ist, rx, rok)
+        n -= 1
+    if ist[s, I_NSW] == w:
+        _sw_remove(s, rx[s, (head - w) % RING], sw, ist)
+    _sw_insert(s, x, sw, ist)
+    rt[s, head] = t
+    rx[s, head] = x
+    rok[s, head] = ok
+    if ok:
+        if ist[s, I_NOK] == 0:
+            fs[s, F_SHIFT] = x
+        d = x - fs[s, F_SHIFT]
+        fs[s, F_SUM] += d
+        fs[s, F_SUMSQ] += d * d
+        ist[s, I_NOK] += 1
+    head = (head + 1) % RING
+    n += 1
+    while n > 1:
+        old = (head - n) % RING
+        if rt[s, old] >= t - roll_t:
+            break
+        if n <= ist[s, I_NSW]:  # every live entry is in the window, the oldest too
+            _sw_remove(s, rx[s, old], sw, ist)
+        _ring_drop(s, old, fs, ist, rx, rok)
+        n -= 1
+    ist[s, I_LEN] = n
+    ist[s, I_HEAD] = head
+    if head == 0:  # once per lap, re-centre on the newest value and recompute exactly
+        if ok:
+            fs[s, F_SHIFT] = x
+        sm = 0.0
+        sq = 0.0
+        for a in range(n):
+            j = (head - n + a) % RING
+            if rok[s, j]:
+                d = rx[s, j] - fs[s, F_SHIFT]
+                sm += d
+                sq += d * d
+        fs[s, F_SUM] = sm
+        fs[s, F_SUMSQ] = sq
