@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from monitor.errors import ConfigError
-from monitor.wire import DEFAULT_LIMITS, Limits
+from monitor.wire import DEFAULT_LIMITS, OBS_SUBSCRIPTION, Limits
 
 
 def _default_state_dir() -> str:
@@ -26,7 +26,7 @@ def _default_state_dir() -> str:
 class MqttSettings:
     url: str = "mqtt://127.0.0.1:1883"
     client_id: str = "wardwatch"
-    subscribe: str = "wardwatch/v1/obs/#"
+    subscribe: str = OBS_SUBSCRIPTION
     ca_file: str = ""
     keepalive: int = 30
     max_in_flight: int = 100

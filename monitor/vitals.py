@@ -24,7 +24,6 @@ class Metric:
     unit: str
     units: dict[str, float]
     device_range: tuple[float, float]
-    cadence_s: float  # expected interval between samples; a stream is stale after 3x this
 
 
 _PER_MIN = {"/min": 1.0, "1/min": 1.0, "{beats}/min": 1.0, "{beat}/min": 1.0}
@@ -34,11 +33,11 @@ _PRESSURE = {"mm[Hg]": 1.0, "kPa": 7.500617}
 _GLUCOSE = {"mg/dL": 1.0, "mmol/L": 18.0156}
 
 METRICS: tuple[Metric, ...] = (
-    Metric("hr", "Heart rate", "/min", _PER_MIN, (0.0, 350.0), 5.0),
-    Metric("sbp", "Systolic BP", "mm[Hg]", _PRESSURE, (0.0, 400.0), 900.0),
-    Metric("dbp", "Diastolic BP", "mm[Hg]", _PRESSURE, (0.0, 300.0), 900.0),
-    Metric("map", "Mean arterial pressure", "mm[Hg]", _PRESSURE, (0.0, 350.0), 900.0),
-    Metric("glucose", "Glucose", "mg/dL", _GLUCOSE, (0.0, 1500.0), 300.0),
+    Metric("hr", "Heart rate", "/min", _PER_MIN, (0.0, 350.0)),
+    Metric("sbp", "Systolic BP", "mm[Hg]", _PRESSURE, (0.0, 400.0)),
+    Metric("dbp", "Diastolic BP", "mm[Hg]", _PRESSURE, (0.0, 300.0)),
+    Metric("map", "Mean arterial pressure", "mm[Hg]", _PRESSURE, (0.0, 350.0)),
+    Metric("glucose", "Glucose", "mg/dL", _GLUCOSE, (0.0, 1500.0)),
 )
 
 METRIC_IDS: dict[str, int] = {m.name: i for i, m in enumerate(METRICS)}

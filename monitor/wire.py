@@ -32,8 +32,6 @@ from monitor.vitals import METRIC_IDS, METRICS
 OBS_PREFIX: Final = "wardwatch/v1/obs/"
 OBS_SUBSCRIPTION: Final = "wardwatch/v1/obs/#"
 ALERTS_TOPIC: Final = "wardwatch/v1/alerts/{ward}/{bed}"
-ACK_TOPIC: Final = "wardwatch/v1/ack/{ward}/{bed}"
-STATUS_TOPIC: Final = "wardwatch/v1/status/{ward}/{bed}"
 DEADLETTER_TOPIC: Final = "wardwatch/v1/deadletter"
 
 # Ward and bed names: short, printable, safe as MQTT topic levels and InfluxDB tags.

@@ -21,14 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from monitor.scoring._grid import (
-    MAX_FILL,
-    P0,
-    SIG2_DECAY,
-    WARMUP_GRID,
-    clear_forecast,
-    grid_update,
-)
+from monitor.scoring._grid import clear_forecast, grid_update
 from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
@@ -112,8 +105,7 @@ from monitor.scoring._layout import (
 )
 from monitor.scoring._window import ring_add, sw_mad, sw_median
 
-__all__ = ["MAX_FILL", "P0", "SIG2_DECAY", "WARMUP_GRID", "WARMUP_N", "score_batch",
-           "score_batch_parallel"]
+__all__ = ["WARMUP_N", "score_batch", "score_batch_parallel"]
 
 WARMUP_N = 3  # accepted samples before the EWMA z is meaningful
 SQRT2 = math.sqrt(2.0)

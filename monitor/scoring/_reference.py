@@ -12,7 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from monitor.scoring import _layout as L
-from monitor.scoring._kernels import MAX_FILL, P0, SIG2_DECAY, WARMUP_GRID, WARMUP_N
+from monitor.scoring._grid import MAX_FILL, P0, SIG2_DECAY, WARMUP_GRID
+from monitor.scoring._kernels import WARMUP_N
 from monitor.scoring.params import MetricParams
 
 

@@ -7,7 +7,7 @@ every window is in seconds of observation time and the forecasting grid is per m
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -109,4 +109,4 @@ def param_table(overrides: dict[int, MetricParams] | None = None) -> npt.NDArray
     return table
 
 
-__all__ = ["GENERIC", "PARAMS", "MetricParams", "generic_params", "param_table", "replace"]
+__all__ = ["GENERIC", "PARAMS", "MetricParams", "generic_params", "param_table"]
