@@ -168,7 +168,7 @@ class Daemon:
             entry = beds.setdefault(f"{ward}/{bed}", {"ward": ward, "bed": bed, "vitals": {},
                                                        "alarms": []})
             entry["vitals"][METRICS[mid].name] = {
-                "value": float(st.last_v[i]), "t": float(st.last_t[i]), "unit": METRICS[mid].unit,
+                "value": float(st.value[i]), "t": float(st.value_t[i]), "unit": METRICS[mid].unit,
             }
         for (ward, bed), (t, score) in self.processor.bed_scores.items():
             beds[f"{ward}/{bed}"]["anomaly"] = {"score": score, "t": t}

@@ -29,7 +29,7 @@ from monitor.config import Settings
 from monitor.daemon import Daemon
 from monitor.mqtt import client_args
 from monitor.rules import RULES
-from monitor.vitals import METRIC_IDS
+from monitor.vitals import METRIC_IDS, METRICS
 from simulators.ward import make_ward, observations
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ def _view(daemon: Daemon, events: deque[dict[str, Any]], sim_start: float) -> Gr
     st = daemon.processor.streams
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for i, (ward, bed, mid) in enumerate(st.keys):
-        rows.setdefault((ward, bed), {})[("hr", "sbp", "dbp", "map", "glucose")[mid]] = float(
-            st.last_v[i]
-        )
+        rows.setdefault((ward, bed), {})[METRICS[mid].name] = float(st.value[i])
     active = daemon.processor.alarms.active
     table = Table(title="wardwatch demo — ward 4A (simulated)", expand=False)
     for col in ("bed", "HR /min", "BP mm[Hg]", "glucose mg/dL", "active alarms"):

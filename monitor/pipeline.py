@@ -15,7 +15,7 @@ import numpy as np
 
 from monitor.alarms import AlarmBook
 from monitor.metrics import Metrics
-from monitor.scoring import STALE_ORDER, ScoredBatch, Scorer
+from monitor.scoring import ARTIFACT, FLATLINE, INVALID, STALE_ORDER, ScoredBatch, Scorer
 from monitor.scoring.multivariate import FEATURES, BedAnomaly
 from monitor.spool import Record
 from monitor.vitals import METRIC_IDS, METRICS
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _NAMES = [m.name for m in METRICS]
 _CARDIO = tuple(METRIC_IDS[f] for f in FEATURES)
+_NOT_ACCEPTED = STALE_ORDER | INVALID | ARTIFACT | FLATLINE
 
 
 def _num(x: float) -> float | None:
@@ -140,24 +141,30 @@ class Processor:
         return out
 
     def _score_beds(self, batch: ScoredBatch, out: Output) -> None:
-        """The multivariate detector, once per bed that had cardiovascular samples."""
+        """The multivariate detector, once per bed with new accepted cardiovascular samples.
+
+        Per stream, not per sample: the batch is sorted by (stream, time), so the newest
+        sample of each stream ends its run. Artifacts never reach the detector.
+        """
+        ok = np.isin(batch.metric, _CARDIO) & ~batch.has(_NOT_ACCEPTED)
+        sid, t = batch.sid[ok], batch.t[ok]
+        last = np.flatnonzero(np.append(sid[1:] != sid[:-1], True)) if sid.size else sid
         newest: dict[tuple[str, str], float] = {}
         keys = self.streams.keys
-        for s, t in zip(batch.sid.tolist(), batch.t.tolist(), strict=True):
-            ward, bed, mid = keys[s]
-            if mid in _CARDIO:
-                newest[(ward, bed)] = max(t, newest.get((ward, bed), -math.inf))
-        for (ward, bed), t in newest.items():
-            if not self.beds.due(ward, bed, t):
+        for s, ts in zip(sid[last].tolist(), t[last].tolist(), strict=True):
+            ward, bed, _ = keys[s]
+            newest[(ward, bed)] = max(ts, newest.get((ward, bed), -math.inf))
+        for (ward, bed), ts in newest.items():
+            if not self.beds.due(ward, bed, ts):
                 continue
             values = {}
             for mid in _CARDIO:
-                sid = self.streams.find(ward, bed, mid)
-                values[_NAMES[mid]] = math.nan if sid is None else float(self.streams.last_v[sid])
-            score = self.beds.score(ward, bed, t, values)
+                row = self.streams.find(ward, bed, mid)
+                values[_NAMES[mid]] = math.nan if row is None else float(self.streams.value[row])
+            score = self.beds.score(ward, bed, ts, values)
             if score is not None:
-                self.bed_scores[(ward, bed)] = (t, score)
-                out.history.append(["b", ward, bed, t, round(score, 4)])
+                self.bed_scores[(ward, bed)] = (ts, score)
+                out.history.append(["b", ward, bed, ts, round(score, 4)])
 
     def bed_last_seen(self) -> list[tuple[str, str, float]]:
         """(ward, bed, wall time of its newest sample), for the last-seen metric."""

@@ -48,7 +48,6 @@ class StreamTable:
         self._index: dict[tuple[str, str, int], int] = {}
         self.keys: list[tuple[str, str, int]] = []
         self.wall_seen = np.zeros(capacity)  # wall clock of the last sample received
-        self.last_v = np.full(capacity, np.nan)  # newest in-order raw value
         self.fs, self.ist, self.rt, self.rx, self.rok, self.sw, self.gh = _blank(capacity)
 
     def __len__(self) -> int:
@@ -75,8 +74,13 @@ class StreamTable:
         return self.ist[:, L.I_BAND]
 
     @property
-    def last_t(self) -> F64:
-        return self.fs[:, L.F_LAST_T]
+    def value(self) -> F64:
+        """Newest accepted value per stream: artifacts and flatlines never show here."""
+        return self.fs[:, L.F_LAST_OK_X]
+
+    @property
+    def value_t(self) -> F64:
+        return self.fs[:, L.F_LAST_OK_T]
 
     def _grow(self) -> None:
         old_n = self.fs.shape[0]
@@ -84,16 +88,14 @@ class StreamTable:
         for name, new in zip(_ARRAYS, fresh, strict=True):
             new[:old_n] = getattr(self, name)
             setattr(self, name, new)
-        for name, fill in (("wall_seen", 0.0), ("last_v", np.nan)):
-            arr = np.full(old_n * 2, fill)
-            arr[:old_n] = getattr(self, name)
-            setattr(self, name, arr)
+        wall = np.zeros(old_n * 2)
+        wall[:old_n] = self.wall_seen
+        self.wall_seen = wall
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to resume scoring exactly where it stopped (copies)."""
         n = len(self.keys)
         state: dict[str, Any] = {name: getattr(self, name)[:n].copy() for name in _ARRAYS}
-        state["last_v"] = self.last_v[:n].copy()
         state["keys"] = list(self.keys)
         return state
 
@@ -104,14 +106,14 @@ class StreamTable:
         for k in keys:
             table.index(str(k[0]), str(k[1]), int(k[2]))
         n = len(keys)
-        for name in (*_ARRAYS, "last_v"):
+        for name in _ARRAYS:
             getattr(table, name)[:n] = state[name]
         return table
 
 
 def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64, F64]:
     fs = np.zeros((n, L.NF))
-    fs[:, L.F_LAST_T] = np.nan
+    fs[:, L.F_LAST_T] = fs[:, L.F_LAST_X] = fs[:, L.F_LAST_OK_X] = fs[:, L.F_LAST_OK_T] = np.nan
     fs[:, L.F_SIG2] = 1.0
     fs[:, L.F_P11] = fs[:, L.F_P22] = 10.0
     for col in (L.F_FC, L.F_FC_SD, L.F_FC_T, L.F_PLO, L.F_PHI, L.F_SLOPE, L.F_ZINNOV):
@@ -132,8 +134,7 @@ class ScoredBatch:
     t: F64
     v: F64
     out: F64  # (n, NO): see the O_* columns in monitor.scoring._layout
-    band: I64
-    prev_band: I64  # the stream's band before this sample (-1: none yet)
+    band: I64  # the stream's band after this sample
     status: I64  # bitmask of STALE_ORDER, ARTIFACT, FLATLINE, GAP, BAND_CHANGED, ...
 
     def __len__(self) -> int:
@@ -180,12 +181,9 @@ class Scorer:
         st = self.streams
         out = np.empty((k, L.NO))
         band = np.empty(k, dtype=np.int64)
-        prev = np.empty(k, dtype=np.int64)
         status = np.empty(k, dtype=np.int64)
         kernel = score_batch_parallel if k >= PARALLEL_MIN and starts.size > 2 else score_batch
         kernel(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
-               self.params, self.edges, self.upper, self.n_edges, out, band, prev, status)
-        fresh = (status & (STALE_ORDER | INVALID)) == 0
-        st.last_v[sid[fresh]] = v[fresh]
+               self.params, self.edges, self.upper, self.n_edges, out, band, status)
         st.wall_seen[sid] = now
-        return ScoredBatch(sid, metric, t, v, out, band, prev, status)
+        return ScoredBatch(sid, metric, t, v, out, band, status)

@@ -133,9 +133,8 @@ def reset_stream(s, fs, ist):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_edges,  # type: ignore[no-untyped-def]
-          out, band_out, prev_out, status, scratch):
+          out, band_out, status, scratch):
     p = params[m]
-    prev_out[i] = ist[s, I_BAND]
     if not (math.isfinite(t) and math.isfinite(x)):
         status[i] = INVALID
         band_out[i] = ist[s, I_BAND]
@@ -277,22 +276,22 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
 
 @njit(cache=True)
 def score_batch(starts, sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,  # type: ignore[no-untyped-def]
-                params, edges, upper, n_edges, out, band_out, prev_out, status):
+                params, edges, upper, n_edges, out, band_out, status):
     """Score samples sorted by (stream, time); ``starts`` bounds each stream's run."""
     scratch = np.empty(GHIST * GHIST)
     for g in range(starts.shape[0] - 1):
         for i in range(starts[g], starts[g + 1]):
             _step(i, sid[i], metric[i], t[i], v[i], fs, ist, rt, rx, rok, sw, gh, params,
-                  edges, upper, n_edges, out, band_out, prev_out, status, scratch)
+                  edges, upper, n_edges, out, band_out, status, scratch)
 
 
 @njit(cache=True, parallel=True)
 def score_batch_parallel(starts, sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,  # type: ignore[no-untyped-def]
-                         params, edges, upper, n_edges, out, band_out, prev_out, status):
+                         params, edges, upper, n_edges, out, band_out, status):
     """:func:`score_batch` with streams spread over threads (large batches only: waking
     the worker threads costs more than a small live micro-batch takes)."""
     for g in prange(starts.shape[0] - 1):
         scratch = np.empty(GHIST * GHIST)
         for i in range(starts[g], starts[g + 1]):
             _step(i, sid[i], metric[i], t[i], v[i], fs, ist, rt, rx, rok, sw, gh, params,
-                  edges, upper, n_edges, out, band_out, prev_out, status, scratch)
+                  edges, upper, n_edges, out, band_out, status, scratch)

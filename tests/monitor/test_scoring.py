@@ -156,15 +156,14 @@ def test_band_change_is_reported_once_per_crossing() -> None:
     b = sc.score(np.full(6, s), np.full(6, SBP), np.arange(6) * 900.0, sbp, now=0.0)
     assert (b.has(BAND_CHANGED)).tolist() == [True, False, True, False, False, True]
     assert b.band.tolist() == [3, 3, 0, 0, 0, 3]
-    assert b.prev_band.tolist() == [-1, 3, 3, 0, 0, 0]
 
 
 def test_late_sample_is_kept_for_history_but_does_not_move_state() -> None:
     sc = Scorer()
     s = sc.streams.index("4A", "1", GLUCOSE)
     sc.score(np.full(3, s), np.full(3, GLUCOSE), np.array([600.0, 0.0, 300.0]),
-             np.array([60.0, 100.0, 90.0]), now=0.0)
-    assert sc.streams.last_v[s] == 60.0
+             np.array([90.0, 100.0, 95.0]), now=0.0)
+    assert sc.streams.value[s] == 90.0
     before = sc.streams.checkpoint()
     late = sc.score(np.array([s]), np.array([GLUCOSE]), np.array([450.0]), np.array([300.0]), 0)
     assert late.status.tolist() == [STALE_ORDER]
