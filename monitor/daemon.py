@@ -207,6 +207,9 @@ class Daemon:
             except OSError as exc:
                 raise ConfigError(f"cannot serve /metrics on {ms.host}:{ms.port}: {exc}") from exc
             self.metrics_port = ms.port
+        started = time.perf_counter()
+        self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
+        log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
         runner = await self._start_http()
         async with asyncio.TaskGroup() as tg:
             writers = [

@@ -166,15 +166,15 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, pla
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if duration > 0:
-        loop.call_later(duration, stop.set)
     daemon = Daemon(settings)
     events: deque[dict[str, Any]] = deque(maxlen=50)
     sim_start = time.time()
     async with asyncio.TaskGroup() as tg:
         daemon_stop = asyncio.Event()
         run = tg.create_task(daemon.run(daemon_stop), name="daemon")
-        await asyncio.wait_for(daemon.subscribed.wait(), 30)
+        await asyncio.wait_for(daemon.subscribed.wait(), 60)
+        if duration > 0:  # counted from when the daemon is ready
+            loop.call_later(duration, stop.set)
         watch = tg.create_task(_watch_alerts(settings.mqtt.url, events, plain), name="station")
         ward = tg.create_task(_simulate(settings.mqtt.url, beds, speed, stop), name="ward")
         if plain:

@@ -167,6 +167,17 @@ class Scorer:
         self.params = param_table(params)
         assert self.params.shape[0] == GENERIC + 1
 
+    def warm_up(self) -> None:
+        """Compile (or load from the cache) the live kernel on a throwaway table.
+
+        The first compile takes seconds; paying it before taking traffic keeps the first
+        live batch from stalling. The parallel kernel compiles on first large batch.
+        """
+        scratch = Scorer(StreamTable(capacity=8))
+        ids = np.arange(len(self.n_edges), dtype=np.int64)
+        sid = np.array([scratch.streams.index("warm-up", "0", int(m)) for m in ids])
+        scratch.score(sid, ids, np.ones(ids.size), np.full(ids.size, 80.0), 0.0)
+
     def score(self, sid: I64, metric: I64, t: F64, v: F64, now: float) -> ScoredBatch:
         """Run one batch through the kernel, each stream's samples in time order.
 
