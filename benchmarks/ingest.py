@@ -5,8 +5,8 @@
 Starts a real Mosquitto (deploy/dev/services.py), publishes the same pre-built messages
 from a separate process at QoS 1, and times how long each consumer takes to take them
 all in: first a bare aiomqtt subscriber that only counts, then the daemon (decode,
-score, alarms, SQLite history). Prints messages/s, observations/s and the ratio. Also
-times the scoring kernel alone: ns per sample for one stream and 10,000 streams batched.
+score, alarms, SQLite history). Prints messages/s, observations/s and the ratio. The
+kernel alone is measured by benchmarks/scoring.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from services import Services  # noqa: E402
 
 from monitor.config import MetricsSettings, MqttSettings, Settings, StoreSettings  # noqa: E402
 from monitor.daemon import Daemon  # noqa: E402
-from monitor.scoring import Scorer  # noqa: E402
 
 PUBLISHER = r"""
 import sys, orjson, paho.mqtt.client as mqtt
@@ -118,29 +117,6 @@ async def wardwatch(port: int, path: Path, n_obs: int) -> float:
     return elapsed
 
 
-def kernel_ns_per_sample() -> tuple[float, float]:
-    """ns/sample of the scoring kernel: one stream, and 10,000 streams batched."""
-    res = []
-    for streams in (1, 10_000):
-        sc = Scorer()
-        sids = np.array([sc.streams.index("W", str(i), 0) for i in range(streams)])
-        k = 1_000_000
-        rng = np.random.default_rng(0)
-        sid = np.resize(sids, k).astype(np.int64)
-        metric = np.zeros(k, dtype=np.int64)
-        t = np.arange(k, dtype=np.float64)
-        v = rng.normal(80, 5, k)
-        sc.score(sid[:10], metric[:10], t[:10] - 1e7, v[:10], 0.0)  # compile / load cache
-        best = np.inf
-        for _ in range(3):
-            t = t + k
-            t0 = time.perf_counter()
-            sc.score(sid, metric, t, v, 0.0)
-            best = min(best, time.perf_counter() - t0)
-        res.append(best / k * 1e9)
-    return res[0], res[1]
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=40_000)
@@ -150,9 +126,6 @@ async def main() -> None:
     svc.start(("mosquitto",))
     port = svc.started["mosquitto"].port
     try:
-        one, many = kernel_ns_per_sample()
-        print(f"scoring kernel (incl. sort, Python wrapper): {one:.1f} ns/sample one stream, "
-              f"{many:.1f} ns/sample over 10,000 streams")
         for per in args.obs_per_message:
             msgs = build_messages(args.messages, per)
             with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,15 +26,15 @@ async def publish(url: str, topic: str, payload: Any, qos: int = 1) -> None:
         await c.publish(topic, data, qos=qos)
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str,
+async def eventually(probe: Callable[[], Awaitable[T | None] | T | None], what: str,
                      within: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``within`` seconds.
-
-    A bound on waiting for an effect, not a timed assertion: the effect must happen.
-    """
+    """Poll ``probe`` (plain or async) until it returns something truthy; fail after
+    ``within`` seconds. A bound on waiting for an effect, not a timed assertion."""
     deadline = time.monotonic() + within
     while True:
-        got = await probe()
+        got = probe()
+        if inspect.isawaitable(got):
+            got = await got
         if got:
             return got
         if time.monotonic() > deadline:

@@ -165,10 +165,9 @@ async def test_influx_outage_spools_to_disk_and_delivers_when_it_returns(
         await publish(settings.mqtt.url, "wardwatch/v1/obs/5C/1", {"obs": [
             {"metric": "sbp", "t": now + i, "v": 85 + i, "unit": "mm[Hg]"} for i in range(5)]})
 
-        async def spooled() -> float:
-            return rd.metric("wardwatch_spool_depth", {"sink": "influxdb"})
-
-        assert await eventually(spooled, "records in the spool") >= 5
+        assert await eventually(
+            lambda: rd.metric("wardwatch_spool_depth", {"sink": "influxdb"}), "spooled records"
+        ) >= 5
         extra.start(("influxdb",), ports={"influxdb": port})  # InfluxDB comes back
 
         async def rows() -> list[dict[str, Any]]:
@@ -178,16 +177,12 @@ async def test_influx_outage_spools_to_disk_and_delivers_when_it_returns(
         got = await eventually(rows, "spooled rows in InfluxDB", within=60)
         assert [r["value"] for r in got] == [85, 86, 87, 88, 89]
         assert await eventually(
-            lambda: _zero(rd.metric("wardwatch_spool_depth", {"sink": "influxdb"})),
+            lambda: rd.metric("wardwatch_spool_depth", {"sink": "influxdb"}) == 0,
             "an empty spool",
         )
     finally:
         await rd.stop()
         extra.stop()
-
-
-async def _zero(x: float) -> bool:
-    return x == 0
 
 
 async def test_persistent_session_receives_what_arrived_while_stopped_and_keeps_state(
@@ -200,8 +195,8 @@ async def test_persistent_session_receives_what_arrived_while_stopped_and_keeps_
     now = time.time()
     await publish(url, "wardwatch/v1/obs/6D/2", {"obs": [
         {"metric": "hr", "t": now, "v": 72, "unit": "/min"}]})
-    await eventually(lambda: _ge(rd.metric("wardwatch_ingest_observations_total",
-                                           {"outcome": "accepted"}), 1), "first sample")
+    await eventually(lambda: (rd.metric("wardwatch_ingest_observations_total",
+                                           {"outcome": "accepted"}) >= 1), "first sample")
     await rd.stop()
 
     # While the daemon is down, the broker keeps QoS 1 messages for its session.
@@ -217,10 +212,6 @@ async def test_persistent_session_receives_what_arrived_while_stopped_and_keeps_
     assert orjson.loads(msg.payload)["code"] == "hr.news2.3"
 
 
-async def _ge(x: float, y: float) -> bool:
-    return x >= y
-
-
 async def test_broker_restart_reconnects_and_keeps_stream_state(
     running: RunningDaemon, services: Any
 ) -> None:
@@ -228,15 +219,15 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
     now = time.time()
     await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
         {"metric": "hr", "t": now, "v": 140, "unit": "/min"}]})
-    await eventually(lambda: _ge(running.metric("wardwatch_alarm_events_total", {
-        "ward": "7E", "priority": "high", "state": "firing"}), 1), "the first alarm")
+    await eventually(lambda: (running.metric("wardwatch_alarm_events_total", {
+        "ward": "7E", "priority": "high", "state": "firing"}) >= 1), "the first alarm")
 
     port = services.started["mosquitto"].port
     services.stop(("mosquitto",))
     services.start(("mosquitto",), ports={"mosquitto": port})
     assert running.daemon is not None
-    await eventually(lambda: _ge(running.metric("wardwatch_mqtt_reconnects_total",
-                                                {"client": "ingest"}), 1), "a reconnect")
+    await eventually(lambda: (running.metric("wardwatch_mqtt_reconnects_total",
+                                                {"client": "ingest"}) >= 1), "a reconnect")
     await asyncio.wait_for(running.daemon.subscribed.wait(), 60)
 
     async with mqtt_client(url) as sub:
@@ -271,7 +262,7 @@ async def test_v2_api_against_influxdb_1_6_spools_and_counts_instead_of_losing(
         await publish(settings.mqtt.url, "wardwatch/v1/obs/8F/1", {"obs": [
             {"metric": "hr", "t": time.time(), "v": 70, "unit": "/min"}]})
         assert await eventually(
-            lambda: _ge(rd.metric("wardwatch_sink_failures_total", {"sink": "influxdb"}), 1),
+            lambda: (rd.metric("wardwatch_sink_failures_total", {"sink": "influxdb"}) >= 1),
             "a failed v2 write",
         )
         assert rd.metric("wardwatch_spool_depth", {"sink": "influxdb"}) == 1

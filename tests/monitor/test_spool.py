@@ -14,10 +14,6 @@ from monitor.spool import PermanentSinkError, Record, Spool, SpooledWriter
 from tests.monitor.helpers import eventually
 
 
-async def _true(x: bool) -> bool:
-    return x
-
-
 class FlakySink:
     """A sink that is down until ``up`` is set; refuses records equal to 'poison' for good."""
 
@@ -48,13 +44,13 @@ async def test_outage_spools_in_order_and_drains_after(tmp_path: Path) -> None:
     task = asyncio.create_task(w.run())
     for i in range(10):
         await w.put([i])
-    await eventually(lambda: _true(spool.depth("flaky") == 10), "ten spooled records")
+    await eventually(lambda: spool.depth("flaky") == 10, "ten spooled records")
     assert sink.got == []
     assert reg.get_sample_value("wardwatch_spool_depth", {"sink": "flaky"}) == 10
     sink.up = True
-    await eventually(lambda: _true(len(sink.got) == 10), "the spool to drain")
+    await eventually(lambda: len(sink.got) == 10, "the spool to drain")
     await w.put([10])  # spool empty again: delivered directly
-    await eventually(lambda: _true(len(sink.got) == 11), "the last record")
+    await eventually(lambda: len(sink.got) == 11, "the last record")
     assert sink.got == list(range(11))
     assert spool.depth("flaky") == 0
     await w.close()
