@@ -86,11 +86,10 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None) -> Sco
         scorer = Scorer()
     n = len(frame)
     sid = np.full(n, scorer.streams.index("offline", "1", mid), dtype=np.int64)
-    rows = np.arange(n)
     order = np.argsort(t, kind="stable")  # NaN times sort last; the kernel ignores them
     batch = scorer.score(sid, np.full(n, mid, dtype=np.int64), t[order], v[order], 0.0)
     # the scorer sorts by (stream, time) too, stably: batch row j is file row order[j]
-    back = rows[order]
+    back = order
     score = np.empty(n)
     forecast = np.empty(n)
     score[back] = batch.score
