@@ -72,6 +72,25 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmSettings:
+    escalate_high_s: float = 120.0  # unacknowledged this long: escalate (0: never)
+    escalate_medium_s: float = 600.0
+    escalate_low_s: float = 0.0
+    escalate_to: str = "charge nurse"
+    snooze_default_s: float = 600.0
+    snooze_max_s: float = 3600.0
+    ack_rearm_high_s: float = 1800.0  # an acknowledged high alarm sounds again (0: never)
+    tick_s: float = 1.0  # how often timers, stale streams and the self-check run
+
+    def escalate_after(self, priority: str) -> float:
+        if priority == "high":
+            return self.escalate_high_s
+        if priority == "medium":
+            return self.escalate_medium_s
+        return self.escalate_low_s
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     dir: str = field(default_factory=_default_state_dir)
 
@@ -84,10 +103,13 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    # [rules."<ward>"."<alarm code>"] tables ("*": every ward), parsed by monitor.ruleset
+    rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"
 
 
-_SECTIONS = {f.name: f for f in fields(Settings) if f.name != "log_level"}
+_SECTIONS = {f.name: f for f in fields(Settings) if f.name not in ("log_level", "rules")}
 
 
 def _coerce(value: Any, typ: type, where: str) -> Any:
@@ -152,11 +174,32 @@ def load(path: str | Path | None = None, *, env: Mapping[str, str] | None = None
         for key, value in data.items():
             if key == "log_level":
                 settings = replace(settings, log_level=_coerce(value, str, f"{where}.log_level"))
+            elif key == "rules" and isinstance(value, Mapping):
+                settings = replace(settings, rules={**settings.rules, **_rules(value, where)})
             elif key in _SECTIONS and isinstance(value, Mapping):
                 sec = _apply(getattr(settings, key), value, f"{where}.{key}")
                 settings = replace(settings, **{key: sec})
             else:
                 raise ConfigError(f"{where}: unknown setting {key!r}")
+    for sec in ("escalate_high_s", "escalate_medium_s", "escalate_low_s", "snooze_max_s",
+                "ack_rearm_high_s"):
+        if getattr(settings.alarms, sec) < 0:
+            raise ConfigError(f"alarms.{sec} must be >= 0")
+    if not 0 < settings.alarms.snooze_default_s <= settings.alarms.snooze_max_s:
+        raise ConfigError("alarms.snooze_default_s must be > 0 and <= alarms.snooze_max_s")
+    if settings.alarms.tick_s <= 0:
+        raise ConfigError("alarms.tick_s must be > 0")
     if settings.influx.api not in ("v1", "v2"):
         raise ConfigError(f"influx.api must be 'v1' or 'v2', got {settings.influx.api!r}")
     return settings
+
+
+def _rules(value: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``{ward: {code: {key: value}}}``, validated (the rule set rejects unknown codes)."""
+    from monitor.ruleset import RuleSet, parse_overrides
+
+    wards = {str(w): parse_overrides(codes, f"{where}.rules.{w}") for w, codes in value.items()}
+    rules = RuleSet(wards)
+    for ward in wards:
+        rules.for_bed(ward, "")  # the thresholds must still nest, ward by ward
+    return wards

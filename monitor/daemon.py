@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,18 @@ import aiomqtt
 from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
 
+from monitor.alarmstore import AlarmStore
 from monitor.config import Settings
 from monitor.errors import ConfigError
+from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.mqtt import client_args
-from monitor.pipeline import Processor
+from monitor.pipeline import Output, Processor
+from monitor.ruleset import RuleSet
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
 from monitor.spool import Sink, Spool, SpooledWriter
 from monitor.vitals import METRICS
+from monitor.wire import CONTROL_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,14 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.processor = Processor(self.metrics, settings.ingest.limits())
+        store = Path(settings.store.dir).expanduser()
+        self.alarm_store = AlarmStore(store / "alarms.db")
+        engine = AlarmEngine(RuleSet(settings.rules), settings.alarms, store=self.alarm_store,
+                             system_bed=settings.mqtt.client_id)
+        self.processor = Processor(self.metrics, settings.ingest.limits(), engine)
         self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue(settings.ingest.queue_size)
         self.subscribed = asyncio.Event()
         self.metrics.views.queues["ingest"] = self.raw.qsize
-        store = Path(settings.store.dir).expanduser()
         self.spool = Spool(store / "spool.db")
         self.history = SpooledWriter(
             self._history_sink(store), self.spool, self.metrics,
@@ -95,8 +103,9 @@ class Daemon:
         while not stop.is_set():
             try:
                 async with client:
-                    await client.subscribe(m.subscribe, qos=1)
-                    log.info("subscribed to %s on %s", m.subscribe, m.url)
+                    await client.subscribe([(m.subscribe, 1)]
+                                           + [(topic, 1) for topic in CONTROL_SUBSCRIPTIONS])
+                    log.info("subscribed to %s and control topics on %s", m.subscribe, m.url)
                     self.subscribed.set()
                     backoff = 0.5
                     consume = asyncio.create_task(self._consume(client), name="mqtt:consume")
@@ -145,11 +154,43 @@ class Daemon:
                     last = True
                     break
                 items.append(nxt)
-            out = self.processor.process(items)
-            await self.publisher.put(out.mqtt)
-            await self.history.put(out.history)
+            await self._deliver(self.processor.process(items))
             if last:
                 return
+
+    async def _deliver(self, out: Output) -> None:
+        if out.mqtt:
+            await self.publisher.put(out.mqtt)
+        if out.history:
+            await self.history.put(out.history)
+
+    def self_check(self) -> dict[str, float]:
+        """The pipeline's own health, as the signals of the ``system.*`` alarm rules."""
+        return {
+            "history": float(self.spool.depth(self.history.sink.name)),
+            "mqtt": float(self.spool.depth(self.publisher.sink.name)),
+            "ingest": self.raw.qsize() / max(1, self.raw.maxsize),
+        }
+
+    async def _clock(self, stop: asyncio.Event) -> None:
+        """Escalations, snoozes, stale streams and the self-check, on the wall clock."""
+        every = self.settings.alarms.tick_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            try:
+                out = self.processor.tick(time.time(), self.self_check())
+            except Exception:  # a bug here must not stop ingest; it is loud instead
+                log.exception("alarm clock tick failed")
+                self.metrics.tick_errors.inc()
+                continue
+            await self._deliver(out)
+
+    async def acknowledge(self, ward: str, bed: str, request: dict[str, Any]) -> str | None:
+        """Acknowledge or snooze an alarm (the station page); returns an error or None."""
+        out, error = self.processor.acknowledge(ward, bed, request, time.time())
+        await self._deliver(out)
+        return error
 
     # -- HTTP ----------------------------------------------------------------------
     async def _health(self, _: web.Request) -> web.Response:
@@ -172,11 +213,24 @@ class Daemon:
             }
         for (ward, bed), (t, score) in self.processor.bed_scores.items():
             beds[f"{ward}/{bed}"]["anomaly"] = {"score": score, "t": t}
-        for ev in self.processor.alarms.active.values():
-            beds[f"{ev.ward}/{ev.bed}"]["alarms"].append(
-                {k: getattr(ev, k) for k in ("id", "code", "priority", "state", "t", "value")}
-            )
+        for view in self._alarm_views():
+            entry = beds.setdefault(f"{view['ward']}/{view['bed']}", {
+                "ward": view["ward"], "bed": view["bed"], "vitals": {}, "alarms": []})
+            entry["alarms"].append(view)
         return web.json_response(sorted(beds.values(), key=lambda b: (b["ward"], b["bed"])))
+
+    def _alarm_views(self) -> list[dict[str, Any]]:
+        views = []
+        for ev, gs in self.processor.alarms.active():
+            d = asdict(ev)
+            d.update(latched=gs.latched, escalated=gs.escalated, acked_by=gs.acked_by,
+                     snooze_until=gs.snooze_until, since=gs.fired_at)
+            views.append(d)
+        return views
+
+    async def _alarms(self, _: web.Request) -> web.Response:
+        """Every active alarm, the pipeline's own (ward ``_system``) included."""
+        return web.json_response(self._alarm_views())
 
     async def _start_http(self) -> web.AppRunner | None:
         h = self.settings.http
@@ -185,6 +239,7 @@ class Daemon:
         app = web.Application()
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/api/beds", self._beds)
+        app.router.add_get("/api/alarms", self._alarms)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.host, h.port)
@@ -218,12 +273,14 @@ class Daemon:
             ]
             processor = tg.create_task(self._process(), name="processor")
             halt_intake = asyncio.Event()
+            clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
             source = tg.create_task(self._source(halt_intake), name="source:mqtt")
             log.info("wardwatch running; store in %s", self.settings.store.dir)
             await stop.wait()
             log.info("stopping: intake first, then flush and close the sinks")
             halt_intake.set()
             await source
+            await clock
             await self.raw.put(None)
             await processor
             await self.history.close()
@@ -235,4 +292,5 @@ class Daemon:
             server.shutdown()
             server.server_close()
         self.spool.close()
+        self.alarm_store.close()
         log.info("wardwatch stopped")

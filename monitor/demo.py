@@ -105,15 +105,17 @@ def _view(daemon: Daemon, events: deque[dict[str, Any]], sim_start: float) -> Gr
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for i, (ward, bed, mid) in enumerate(st.keys):
         rows.setdefault((ward, bed), {})[METRICS[mid].name] = float(st.value[i])
-    active = daemon.processor.alarms.active
+    active = daemon.processor.alarms.active()
     table = Table(title="wardwatch demo — ward 4A (simulated)", expand=False)
     for col in ("bed", "HR /min", "BP mm[Hg]", "glucose mg/dL", "active alarms"):
         table.add_column(col)
     for (ward, bed), v in sorted(rows.items(), key=lambda kv: int(kv[0][1])):
-        alarms = [a for (w, b, _), a in active.items() if (w, b) == (ward, bed)]
+        alarms = [(a, gs) for a, gs in active if (a.ward, a.bed) == (ward, bed)]
         cell = Text()
-        for a in alarms:
-            cell.append(f" {a.priority.upper()} {a.code} ", style=PRIORITY_STYLE[a.priority])
+        for a, gs in alarms:
+            mark = " (ack)" if a.state == "acknowledged" else " (latched)" if gs.latched else ""
+            cell.append(f" {a.priority.upper()} {a.code}{mark} ",
+                        style=PRIORITY_STYLE[a.priority])
             cell.append(" ")
         nan = math.nan
         bp = (f"{v.get('sbp', nan):.0f}/{v.get('dbp', nan):.0f} ({v.get('map', nan):.0f})"

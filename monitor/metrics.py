@@ -124,6 +124,23 @@ class Metrics:
             ["ward", "priority", "state"],
             registry=registry,
         )
+        self.fired = Counter(
+            "wardwatch_alarms_fired",
+            "Alarms fired, by bed and alarm code: the alarm burden (increase over 1d per bed)",
+            ["ward", "bed", "code", "priority"],
+            registry=registry,
+        )
+        self.commands = Counter(
+            "wardwatch_commands",
+            "Control messages (ack, admit, status) by outcome (accepted, rejected)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.tick_errors = Counter(
+            "wardwatch_alarm_tick_errors",
+            "Failed runs of the alarm clock (escalation, stale streams, self-check)",
+            registry=registry,
+        )
         self.delivered = Counter(
             "wardwatch_sink_delivered",
             "Records delivered by a sink",

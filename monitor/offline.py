@@ -4,7 +4,8 @@ IN: a CSV with a header and columns ``timestamp,value``; timestamps are epoch se
 ISO 8601 / RFC 3339 (no offset: UTC). Values are in the metric's canonical unit unless
 ``unit`` names another accepted UCUM unit. OUT: ``timestamp,value,score,forecast,alert``
 in the input's row order; ``forecast`` is the value predicted at the metric's horizon
-(empty while warming up), ``alert`` the alarm codes that newly fire at that row.
+(empty while warming up), ``alert`` the alarm codes that newly fire at that row: the
+live alarm rules and lifecycle (delays, hysteresis), with observation time as the clock.
 
 The whole file is one batch: rows are scored in time order, whatever their order in the
 file. Rows whose timestamp or value cannot be read are kept in OUT with empty columns,
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from monitor.alarms import AlarmBook
 from monitor.errors import WardwatchError
+from monitor.lifecycle import AlarmEngine
 from monitor.scoring import GENERIC, INVALID, Scorer
 from monitor.scoring.params import generic_params
 from monitor.vitals import METRIC_IDS, METRICS
@@ -96,7 +97,7 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None) -> Sco
     forecast[back] = batch.forecast
     alerts = [""] * n
     fired = 0
-    for j, ev in AlarmBook().update_indexed(batch, scorer.streams):
+    for j, ev in AlarmEngine().update(batch, scorer.streams):
         if ev.state == "firing":
             r = int(back[j])
             alerts[r] = f"{alerts[r]};{ev.code}" if alerts[r] else ev.code

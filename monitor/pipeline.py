@@ -1,25 +1,39 @@
 """The processing stage: a micro-batch of MQTT messages in, history and MQTT records out.
 
-Decoding is per message (Python), scoring and banding are one kernel call per batch,
-and only band changes come back to Python as alarm events.
+Decoding is per message (Python), scoring and banding are one kernel call per batch;
+the alarm engine then visits only the beds where something could change. Control
+messages (acknowledgements, admissions, device presence) go to the alarm engine in
+arrival order, ahead of the batch's observations.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
-from monitor.alarms import AlarmBook
+from monitor.alarms import AlarmEvent
+from monitor.errors import ConfigError
+from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.scoring import ARTIFACT, FLATLINE, INVALID, STALE_ORDER, ScoredBatch, Scorer
 from monitor.scoring.multivariate import FEATURES, BedAnomaly
 from monitor.spool import Record
 from monitor.vitals import METRIC_IDS, METRICS
-from monitor.wire import DEADLETTER_TOPIC, DEFAULT_LIMITS, Limits, deadletter_payload, decode
+from monitor.wire import (
+    DEADLETTER_TOPIC,
+    DEFAULT_LIMITS,
+    Command,
+    Limits,
+    Rejection,
+    control_kind,
+    deadletter_payload,
+    decode,
+    decode_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +77,16 @@ class Output:
 class Processor:
     """Decodes, scores and turns band changes into alarm events; owns the stream state."""
 
-    def __init__(self, metrics: Metrics, limits: Limits | None = None) -> None:
+    def __init__(self, metrics: Metrics, limits: Limits | None = None,
+                 engine: AlarmEngine | None = None, *, replay: bool = False) -> None:
         self.metrics = metrics
+        self.replay = replay  # observation time is the alarm clock (replays, evaluation)
         self.limits = limits or DEFAULT_LIMITS
         self.scorer = Scorer()
         self.streams = self.scorer.streams
-        self.alarms = AlarmBook()
+        self.alarms = engine if engine is not None else AlarmEngine()
+        fired = metrics.fired
+        self.alarms.on_fire = lambda ev: fired.labels(ev.ward, ev.bed, ev.code, ev.priority).inc()
         self.beds = BedAnomaly()
         self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
         self.rejects = RateLimitedLog()
@@ -80,7 +98,11 @@ class Processor:
         metrics.views.bed_last_seen = self.bed_last_seen
 
     def process(self, messages: list[tuple[str, bytes, float]]) -> Output:
-        """One micro-batch of (topic, payload, receipt wall time) → records for the sinks."""
+        """One micro-batch of (topic, payload, receipt wall time) → records for the sinks.
+
+        The newest receipt time is the alarm engine's clock (acks, snoozes, escalation);
+        with ``replay`` each sample's observation time is.
+        """
         out = Output()
         sid: list[int] = []
         metric: list[int] = []
@@ -89,6 +111,10 @@ class Processor:
         recv: list[float] = []
         m = self.metrics
         for topic, payload, now in messages:
+            kind = control_kind(topic)
+            if kind is not None:
+                self._command(decode_command(topic, payload), topic, payload, now, out)
+                continue
             d = decode(topic, payload, now, self.limits)
             n_ok = len(d.metric)
             if d.rejections:
@@ -112,9 +138,10 @@ class Processor:
                 vs.extend(d.v)
                 recv.extend([now] * n_ok)
         if not sid:
+            self.alarms.flush()
             return out
 
-        wall = time.time()
+        wall = messages[-1][2]
         batch = self.scorer.score(
             np.array(sid, dtype=np.int64), np.array(metric, dtype=np.int64),
             np.array(ts), np.array(vs), wall,
@@ -133,12 +160,63 @@ class Processor:
                 batch.score.round(4).tolist(), batch.forecast.round(2).tolist(), strict=True,
             )
         )
-        for ev in self.alarms.update(batch, self.streams):
-            m.alarm_events.labels(ev.ward, ev.priority, ev.state).inc()
-            out.mqtt.append([ev.topic, ev.to_json().decode(), 1])
-            out.history.append(["a", asdict(ev)])
+        clock = None if self.replay else wall
+        self._emit([ev for _, ev in self.alarms.update(batch, self.streams, clock)], out)
         self._score_beds(batch, out)
         return out
+
+    def tick(self, now: float, system: dict[str, float] | None = None) -> Output:
+        """The clock: escalations, snoozes ending, stale streams, the pipeline self-check."""
+        out = Output()
+        self._emit(self.alarms.tick(now, self.streams, system), out)
+        return out
+
+    def _emit(self, events: list[AlarmEvent], out: Output) -> None:
+        """Persist the engine's changes, then hand the events to the sinks."""
+        self.alarms.flush()
+        for ev in events:
+            self.metrics.alarm_events.labels(ev.ward, ev.priority, ev.state).inc()
+            out.mqtt.append([ev.topic, ev.to_json().decode(), 1])
+            out.history.append(["a", asdict(ev)])
+
+    def acknowledge(self, ward: str, bed: str, request: dict[str, Any], now: float,
+                    ) -> tuple[Output, str | None]:
+        """An ack or snooze from the station page (already signed in and validated)."""
+        out = Output()
+        res = self.alarms.ack(ward, bed, request, now)
+        self.metrics.commands.labels("ack", "rejected" if res.error else "accepted").inc()
+        self._emit(res.events, out)
+        return out, res.error
+
+    def _command(self, cmd: Command, topic: str, payload: bytes, now: float,
+                 out: Output) -> None:
+        """An acknowledgement, admission or device presence message."""
+        err = cmd.error
+        events: list[AlarmEvent] = []
+        if err is None and cmd.body:
+            if cmd.kind == "ack":
+                res = self.alarms.ack(cmd.ward, cmd.bed, cmd.body, now)
+                events = res.events
+                if res.error:
+                    err = Rejection("unknown_alarm", res.error)
+            elif cmd.kind == "status":
+                events = self.alarms.device_status(cmd.ward, cmd.bed,
+                                                   cmd.body["status"] == "online", now)
+            elif cmd.body.get("action") == "discharge":
+                events = self.alarms.discharge(cmd.ward, cmd.bed, now)
+            else:
+                try:
+                    events = self.alarms.admit(cmd.ward, cmd.bed, str(cmd.body.get("patient", "")),
+                                               cmd.body.get("rules", {}), now)
+                except ConfigError as exc:
+                    err = Rejection("bad_command", str(exc)[:200])
+        outcome = "rejected" if err is not None else "accepted"
+        self.metrics.commands.labels(cmd.kind or "unknown", outcome).inc()
+        if err is not None:
+            self.rejects.warning(f"{cmd.kind}:{err.reason}", f"{topic}: {err.detail}", now)
+            dead = deadletter_payload(topic, payload, err, now).decode()
+            out.mqtt.append([DEADLETTER_TOPIC, dead, 1])
+        self._emit(events, out)
 
     def _score_beds(self, batch: ScoredBatch, out: Output) -> None:
         """The multivariate detector, once per bed with new accepted cardiovascular samples.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor.vitals import GLUCOSE, HR, METRICS, SBP
+from monitor.vitals import GLUCOSE, HR, MAP, METRICS, SBP
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,6 @@ class Band:
 
     code: str | None
     priority: str | None
-    threshold: float | None  # the limit the value crossed to get here
     text: str
 
 
@@ -45,19 +44,19 @@ class BandRule:
         return sum(1 for e, up in pairs if v > e or (up and v == e))
 
 
-_OK = Band(None, None, None, "normal")
+_OK = Band(None, None, "normal")
 
 NEWS2_PULSE = BandRule(
     HR,
     edges=(40, 50, 90, 110, 130),
     upper=(False,) * 5,
     bands=(
-        Band("hr.news2.3", "high", 40, "NEWS2 pulse subscore 3 (≤40 /min)"),
-        Band("hr.news2.1", "low", 50, "NEWS2 pulse subscore 1 (41–50 /min)"),
+        Band("hr.news2.3", "high", "NEWS2 pulse subscore 3 (≤40 /min)"),
+        Band("hr.news2.1", "low", "NEWS2 pulse subscore 1 (41–50 /min)"),
         _OK,
-        Band("hr.news2.1", "low", 91, "NEWS2 pulse subscore 1 (91–110 /min)"),
-        Band("hr.news2.2", "medium", 111, "NEWS2 pulse subscore 2 (111–130 /min)"),
-        Band("hr.news2.3", "high", 131, "NEWS2 pulse subscore 3 (≥131 /min)"),
+        Band("hr.news2.1", "low", "NEWS2 pulse subscore 1 (91–110 /min)"),
+        Band("hr.news2.2", "medium", "NEWS2 pulse subscore 2 (111–130 /min)"),
+        Band("hr.news2.3", "high", "NEWS2 pulse subscore 3 (≥131 /min)"),
     ),
 )
 
@@ -66,11 +65,11 @@ NEWS2_SBP = BandRule(
     edges=(90, 100, 110, 220),
     upper=(False, False, False, True),
     bands=(
-        Band("sbp.news2.3", "high", 90, "NEWS2 systolic BP subscore 3 (≤90 mm[Hg])"),
-        Band("sbp.news2.2", "medium", 100, "NEWS2 systolic BP subscore 2 (91–100 mm[Hg])"),
-        Band("sbp.news2.1", "low", 110, "NEWS2 systolic BP subscore 1 (101–110 mm[Hg])"),
+        Band("sbp.news2.3", "high", "NEWS2 systolic BP subscore 3 (≤90 mm[Hg])"),
+        Band("sbp.news2.2", "medium", "NEWS2 systolic BP subscore 2 (91–100 mm[Hg])"),
+        Band("sbp.news2.1", "low", "NEWS2 systolic BP subscore 1 (101–110 mm[Hg])"),
         _OK,
-        Band("sbp.news2.3", "high", 220, "NEWS2 systolic BP subscore 3 (≥220 mm[Hg])"),
+        Band("sbp.news2.3", "high", "NEWS2 systolic BP subscore 3 (≥220 mm[Hg])"),
     ),
 )
 
@@ -79,15 +78,27 @@ ADA_GLUCOSE = BandRule(
     edges=(54, 70, 180, 250),
     upper=(True, True, False, False),
     bands=(
-        Band("glucose.low.l2", "high", 54, "level 2 hypoglycaemia (<54 mg/dL)"),
-        Band("glucose.low.l1", "medium", 70, "level 1 hypoglycaemia (54–69 mg/dL)"),
+        Band("glucose.low.l2", "high", "level 2 hypoglycaemia (<54 mg/dL)"),
+        Band("glucose.low.l1", "medium", "level 1 hypoglycaemia (54–69 mg/dL)"),
         _OK,
-        Band("glucose.high.l1", "low", 180, "level 1 hyperglycaemia (>180 mg/dL)"),
-        Band("glucose.high.l2", "medium", 250, "level 2 hyperglycaemia (>250 mg/dL)"),
+        Band("glucose.high.l1", "low", "level 1 hyperglycaemia (>180 mg/dL)"),
+        Band("glucose.high.l2", "medium", "level 2 hyperglycaemia (>250 mg/dL)"),
     ),
 )
 
-RULES: dict[int, BandRule] = {r.metric: r for r in (NEWS2_PULSE, NEWS2_SBP, ADA_GLUCOSE)}
+MAP_LOW = BandRule(
+    MAP,
+    edges=(65,),
+    upper=(True,),
+    bands=(
+        Band("map.low", "high", "mean arterial pressure below 65 mm[Hg]"),
+        _OK,
+    ),
+)
+
+RULES: dict[int, BandRule] = {
+    r.metric: r for r in (NEWS2_PULSE, NEWS2_SBP, MAP_LOW, ADA_GLUCOSE)
+}
 
 MAX_EDGES = max(len(r.edges) for r in RULES.values())
 

@@ -33,6 +33,10 @@ OBS_PREFIX: Final = "wardwatch/v1/obs/"
 OBS_SUBSCRIPTION: Final = "wardwatch/v1/obs/#"
 ALERTS_TOPIC: Final = "wardwatch/v1/alerts/{ward}/{bed}"
 DEADLETTER_TOPIC: Final = "wardwatch/v1/deadletter"
+# Control topics, all ``wardwatch/v1/{kind}/{ward}/{bed}``: acknowledgements from nurses,
+# admissions (per-patient rule overrides, discharge) and device presence (last will).
+CONTROL_KINDS: Final = ("ack", "admit", "status")
+CONTROL_SUBSCRIPTIONS: Final = tuple(f"wardwatch/v1/{k}/#" for k in CONTROL_KINDS)
 
 # Ward and bed names: short, printable, safe as MQTT topic levels and InfluxDB tags.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -66,6 +70,16 @@ def _load_validators() -> tuple[Any, Any]:
 
 
 _validate_batch, _validate_obs = _load_validators()
+
+
+def _load_control() -> dict[str, Any]:
+    text = resources.files("monitor").joinpath("schema/control-v1.json").read_text("utf-8")
+    schema = json.loads(text)
+    draft = {"$schema": schema["$schema"]}
+    return {k: fastjsonschema.compile({**d, **draft}) for k, d in schema["$defs"].items()}
+
+
+_validate_control = _load_control()
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,3 +267,55 @@ def deadletter_payload(topic: str, payload: bytes, rejection: Rejection, now: fl
         body["payload"] = payload[:4096].decode("utf-8", errors="replace")
         body["payload_bytes"] = len(payload)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A decoded control message; ``error`` says why it cannot be used."""
+
+    kind: str  # ack | admit | status
+    ward: str
+    bed: str
+    body: dict[str, Any] = field(default_factory=dict)
+    error: Rejection | None = None
+
+
+def control_kind(topic: str) -> str | None:
+    """The control kind a topic is addressed to (whatever its shape), or None."""
+    parts = topic.split("/", 3)
+    if len(parts) >= 3 and parts[0] == "wardwatch" and parts[1] == "v1" \
+            and parts[2] in CONTROL_KINDS:
+        return parts[2]
+    return None
+
+
+def decode_command(topic: str, payload: bytes) -> Command:
+    """Decode a control message. Never raises.
+
+    Device presence accepts the bare words ``online`` / ``offline`` as well as
+    ``{"status": ...}``, since last-will payloads are often plain text; an empty payload
+    (a retained message being cleared) is a no-op (``body`` empty, no error).
+    """
+    kind = control_kind(topic) or ""
+    rest = topic.split("/")[3:]
+    if len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest):
+        return Command(kind, "", "", error=Rejection(
+            "bad_topic", f"not wardwatch/v1/{kind or '{kind}'}/{{ward}}/{{bed}}"))
+    ward, bed = rest
+    if len(payload) > 65536:
+        return Command(kind, ward, bed, error=Rejection("oversized", f"{len(payload)} bytes"))
+    if kind == "status":
+        word = payload.strip().lower()
+        if not word:
+            return Command(kind, ward, bed)
+        if word in (b"online", b"offline"):
+            return Command(kind, ward, bed, {"status": word.decode()})
+    doc = _loads(payload)
+    if doc is _MALFORMED:
+        return Command(kind, ward, bed, error=Rejection("malformed_json", "not UTF-8 JSON"))
+    schema = {"ack": "ack", "admit": "admission", "status": "status"}[kind]
+    try:
+        _validate_control[schema](doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return Command(kind, ward, bed, error=Rejection("bad_command", exc.message[:200]))
+    return Command(kind, ward, bed, doc)

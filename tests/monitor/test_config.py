@@ -10,6 +10,7 @@ import pytest
 
 from monitor.config import Settings, load
 from monitor.errors import ConfigError
+from monitor.ruleset import RuleSet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,9 @@ def test_documented_example_config_names_every_key_with_its_default() -> None:
     defaults = Settings()
     for section in fields(Settings):
         value = getattr(defaults, section.name)
+        if section.name == "rules":  # examples only, commented out (see test_rules_*)
+            assert "rules" not in documented and value == {}
+            continue
         if not is_dataclass(value):
             assert documented[section.name] == value
             continue
@@ -48,6 +52,11 @@ def test_documented_example_config_names_every_key_with_its_default() -> None:
         ("[nosuch]\nx = 1\n", {}),
         ('[metrics]\nport = "nine"\n', {}),
         ('[influx]\napi = "v3"\n', {}),
+        ('[rules."4A"."hr.nosuch"]\nenabled = false\n', {}),
+        ('[rules."4A"."hr.news2.1"]\ndelay = 5\n', {}),
+        ('[rules."4A"."hr.news2.1"]\npriority = "urgent"\n', {}),
+        ('[rules."4A"."hr.news2.3"]\nthreshold = 100.0\n', {}),  # below news2.2's 110
+        ("[alarms]\nsnooze_default_s = 7200.0\n", {}),
         ("", {"WARDWATCH_METRICS_PORT": "many"}),
         ("", {"WARDWATCH_MQTT_NOPE": "1"}),
     ],
@@ -62,3 +71,19 @@ def test_bad_settings_are_refused(tmp_path: Path, toml: str, env: dict[str, str]
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load(tmp_path / "absent.toml", env={})
+
+
+def test_rules_from_the_documented_examples_apply_per_ward(tmp_path: Path) -> None:
+    documented = (REPO / "deploy" / "wardwatch.toml").read_text()
+    examples = [ln[2:] for ln in documented.splitlines() if ln.startswith("# [rules.")
+                or ln.startswith("# delay_s") or ln.startswith("# enabled")]
+    cfg = tmp_path / "w.toml"
+    cfg.write_text("\n".join(examples) + "\n")
+    s = load(cfg, env={})
+    rules = RuleSet(s.rules)
+    hr_high = rules.for_bed("4A", "1").by_name["hr.high"]
+    assert hr_high.levels[0].code == "hr.news2.1" and hr_high.levels[0].delay_s == 600.0
+    assert "glucose.high.l1" not in {lv.code for lv in
+                                     rules.for_bed("4A", "1").by_name["glucose.high"].levels}
+    assert "glucose.high.l1" in {lv.code for lv in
+                                 rules.for_bed("5B", "1").by_name["glucose.high"].levels}

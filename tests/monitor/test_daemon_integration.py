@@ -23,11 +23,11 @@ async def test_hr_140_for_bed_12_alarms_on_mqtt_lands_in_influx_and_moves_metric
 ) -> None:
     url = running.settings.mqtt.url
     now = time.time()
+    # 40 s of HR 140, one sample every 5 s: hr.news2.3 asks for 30 s of persistence
+    obs = [{"metric": "hr", "t": now - 40 + 5 * k, "v": 140, "unit": "/min"} for k in range(9)]
     async with mqtt_client(url) as sub:
         await sub.subscribe("wardwatch/v1/alerts/4A/12", qos=1)
-        await publish(url, "wardwatch/v1/obs/4A/12",
-                      {"patient": "p-1", "obs": [{"metric": "hr", "t": now, "v": 140,
-                                                  "unit": "/min"}]})
+        await publish(url, "wardwatch/v1/obs/4A/12", {"patient": "p-1", "obs": obs})
         async with asyncio.timeout(30):
             msg = await anext(sub.messages)
     assert isinstance(msg.payload, bytes)
@@ -36,8 +36,8 @@ async def test_hr_140_for_bed_12_alarms_on_mqtt_lands_in_influx_and_moves_metric
     assert alarm["priority"] == "high"
     assert alarm["state"] == "firing"
     assert (alarm["ward"], alarm["bed"], alarm["metric"]) == ("4A", "12", "hr")
-    assert alarm["value"] == 140 and alarm["threshold"] == 131
-    assert alarm["t"] == pytest.approx(now)
+    assert alarm["value"] == 140 and alarm["threshold"] == 130  # HR > 130
+    assert alarm["t"] == pytest.approx(now - 10)  # the first sample 30 s after the onset
     assert set(alarm) == {"id", "ward", "bed", "metric", "code", "priority", "state", "t",
                           "value", "threshold", "forecast", "message"}
 
@@ -51,17 +51,19 @@ async def test_hr_140_for_bed_12_alarms_on_mqtt_lands_in_influx_and_moves_metric
         lambda: rows("SELECT value FROM vitals WHERE ward='4A' AND bed='12' AND metric='hr'"),
         "the HR row in InfluxDB",
     )
-    assert [r["value"] for r in vitals] == [140]
+    assert [r["value"] for r in vitals] == [140] * 9
     alarms = await eventually(lambda: rows("SELECT * FROM alarms"), "the alarm row")
     assert alarms[0]["code"] == "hr.news2.3" and alarms[0]["id"] == alarm["id"]
 
     # /metrics over HTTP
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"http://127.0.0.1:{running.daemon.metrics_port}/metrics")).text
-    assert 'wardwatch_ingest_observations_total{outcome="accepted"} 1.0' in text
+    assert 'wardwatch_ingest_observations_total{outcome="accepted"} 9.0' in text
     assert 'wardwatch_alarms_active{priority="high",ward="4A"} 1.0' in text
     assert 'wardwatch_bed_last_seen_age_seconds{bed="12",ward="4A"}' in text
-    assert "wardwatch_ingest_lag_seconds_count 1.0" in text
+    assert "wardwatch_ingest_lag_seconds_count 9.0" in text
+    assert ('wardwatch_alarms_fired_total{bed="12",code="hr.news2.3",priority="high",'
+            'ward="4A"} 1.0') in text
     assert "p-1" not in text  # no patient identifier in any label
 
     # ... and as a real Prometheus server scrapes it

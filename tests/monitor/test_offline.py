@@ -47,9 +47,11 @@ def test_glucose_in_mmol_with_irregular_gaps_bad_rows_and_disorder(tmp_path: Pat
     # 6.5 mmol/L falling 0.05 per 5 min: first below 70 mg/dL (3.886 mmol/L) then 54
     first_l1 = next(i for i, r in enumerate(rows)
                     if r[1] != "n/a" and float(r[1]) * 18.0156 < 70)
-    assert fired[0] == (first_l1, "glucose.low.l1")
-    assert [a for _, a in fired] == ["glucose.low.l1"]
-    assert s.alerts == 1
+    # the predictive alarm first, at least 15 min (3 readings) ahead, then the level alarm
+    assert [a for _, a in fired] == ["glucose.low.predicted", "glucose.low.l1"]
+    assert fired[1] == (first_l1, "glucose.low.l1")
+    assert fired[0][0] <= first_l1 - 3
+    assert s.alerts == 2
 
 
 def test_iso_timestamps_with_offsets_and_generic_metric(tmp_path: Path) -> None:
@@ -89,4 +91,5 @@ def test_cli_score_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "scored 50 rows" in proc.stderr
     alerts = [(i, r["alert"]) for i, r in enumerate(read(dst)) if r["alert"]]
-    assert alerts == [(37, "hr.news2.3")]  # the step is believed at its 8th sample
+    # the step is believed at its 8th sample (row 37); hr.news2.3 must then hold 30 s
+    assert alerts == [(37 + 6, "hr.news2.3")]

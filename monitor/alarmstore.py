@@ -1,0 +1,133 @@
+"""Alarm state, admissions and the audit log in SQLite, so a restart changes nothing.
+
+``alarm_state`` holds one row per (bed, rule) whose machine is not idle: its pending
+conditions and active alarm, with ack, snooze, latch and escalation. ``audit`` is
+append-only: every firing, acknowledgement, snooze, escalation, resolution, admission
+and refused request, with who, when (wall clock) and why. The alarm burden is a query
+over it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from monitor.errors import WardwatchError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_state (
+    ward TEXT NOT NULL, bed TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (ward, bed, rule)
+);
+CREATE TABLE IF NOT EXISTS admissions (
+    ward TEXT NOT NULL, bed TEXT NOT NULL, admission TEXT NOT NULL,
+    PRIMARY KEY (ward, bed)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    clock REAL NOT NULL, ward TEXT NOT NULL, bed TEXT NOT NULL, alarm_id TEXT NOT NULL,
+    code TEXT NOT NULL, priority TEXT NOT NULL, action TEXT NOT NULL, by TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_clock ON audit (clock);
+CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Burden:
+    ward: str
+    bed: str
+    code: str
+    priority: str
+    alarms: int
+    per_day: float
+
+
+class AlarmStore:
+    """The engine's persistence (see :class:`monitor.lifecycle.AlarmEngine`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise WardwatchError(f"cannot open alarm store {self.path}: {exc}") from exc
+
+    def groups(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        rows = self._db.execute("SELECT ward, bed, rule, state FROM alarm_state")
+        return {(w, b, r): orjson.loads(s) for w, b, r, s in rows}
+
+    def admissions(self) -> dict[tuple[str, str], dict[str, Any]]:
+        rows = self._db.execute("SELECT ward, bed, admission FROM admissions")
+        return {(w, b): orjson.loads(a) for w, b, a in rows}
+
+    def save(self, changed: Mapping[tuple[str, str, str], dict[str, Any] | None],
+             audit: Iterable[Any]) -> None:
+        """Upsert (or delete, for None: idle again) machine states; append audit lines."""
+        with self._db:
+            for (ward, bed, rule), state in changed.items():
+                if state is None:
+                    self._db.execute(
+                        "DELETE FROM alarm_state WHERE ward = ? AND bed = ? AND rule = ?",
+                        (ward, bed, rule))
+                else:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO alarm_state VALUES (?, ?, ?, ?)",
+                        (ward, bed, rule, orjson.dumps(state).decode()))
+            self._db.executemany(
+                "INSERT INTO audit (clock, ward, bed, alarm_id, code, priority, action, by,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(a.clock, a.ward, a.bed, a.alarm_id, a.code, a.priority, a.action, a.by,
+                  a.detail) for a in audit])
+
+    def set_admission(self, ward: str, bed: str, admission: dict[str, Any] | None) -> None:
+        with self._db:
+            if admission is None:
+                self._db.execute("DELETE FROM admissions WHERE ward = ? AND bed = ?", (ward, bed))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO admissions VALUES (?, ?, ?)",
+                                 (ward, bed, orjson.dumps(admission).decode()))
+
+    def audit_log(self, *, ward: str | None = None, alarm_id: str | None = None,
+                  limit: int = 200) -> list[dict[str, Any]]:
+        """The newest audit lines first."""
+        sql = ("SELECT seq, clock, ward, bed, alarm_id, code, priority, action, by, detail"
+               " FROM audit")
+        where, args = [], []
+        if ward is not None:
+            where.append("ward = ?")
+            args.append(ward)
+        if alarm_id is not None:
+            where.append("alarm_id = ?")
+            args.append(alarm_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        cols = ("seq", "clock", "ward", "bed", "alarm_id", "code", "priority", "action", "by",
+                "detail")
+        return [dict(zip(cols, row, strict=True))
+                for row in self._db.execute(sql, (*args, limit))]
+
+    def burden(self, days: float = 1.0, now: float | None = None) -> list[Burden]:
+        """Alarms fired per bed and code over the last ``days``, most frequent first."""
+        now = time.time() if now is None else now
+        rows = self._db.execute(
+            "SELECT ward, bed, code, priority, COUNT(*) AS n FROM audit"
+            " WHERE action = 'firing' AND clock >= ?"
+            " GROUP BY ward, bed, code, priority ORDER BY n DESC, ward, bed, code",
+            (now - days * 86400.0,))
+        return [Burden(w, b, c, p, n, n / days) for w, b, c, p, n in rows]
+
+    def close(self) -> None:
+        self._db.close()

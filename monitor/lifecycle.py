@@ -1,0 +1,719 @@
+"""The alarm lifecycle: one state machine per (bed, rule), fed by scored samples and timers.
+
+States of a rule's alarm, and what moves them::
+
+    idle ─condition held for the level's delay─► firing ─ack─► acknowledged
+      ▲                                            │  ▲            │   │ snooze ended,
+      │                                  unacked   │  └────────────┘   │ condition persists
+      │                              escalate_*_s  ▼                   │
+      └──────── condition cleared (past hysteresis) ◄── escalated ─────┘
+
+* A condition's *onset* is the observation time since which it has held; the alarm
+  fires once ``t - onset >= delay_s``. The most severe level that qualifies wins: a
+  milder alarm of the same rule resolves as superseded, and comes back (at once, its
+  delay long served) when the severe one clears.
+* A cleared condition resolves the alarm, except a clinical **high** priority alarm
+  that nobody acknowledged: it **latches** until acknowledged.
+* **Acknowledge** silences the alarm while the condition lasts (a high one re-arms after
+  ``ack_rearm_high_s``); **snooze** silences it for ``snooze_s``, after which it fires
+  again if the condition is still there. Acks and snoozes are per alarm, so a snoozed
+  low alarm never holds back another rule's alarm, whatever its priority.
+* A firing alarm not acknowledged within ``escalate_<priority>_s`` escalates once
+  (to ``escalate_to``), published as an ``escalated`` event.
+
+Observation time drives conditions and delays; the *clock* drives acks, snoozes,
+escalation and stale-data checks. Live, the clock is the wall clock; a replay passes
+observation time as the clock, so whole days replay in seconds with the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from monitor.alarms import AlarmEvent, alarm_id
+from monitor.config import AlarmSettings
+from monitor.errors import ConfigError
+from monitor.rules import NEWS2_PULSE, NEWS2_SBP, RULES
+from monitor.ruleset import (
+    DEFAULT_RULES,
+    NEWS2_ABSENT,
+    NEWS2_PULSE_SCORE,
+    NEWS2_SBP_SCORE,
+    BedRules,
+    Level,
+    Rule,
+    RuleSet,
+    parse_overrides,
+)
+from monitor.scoring import (
+    ARTIFACT,
+    DRIFT,
+    FLATLINE,
+    INVALID,
+    STALE_ORDER,
+    ScoredBatch,
+    StreamTable,
+)
+from monitor.scoring import _layout as L
+from monitor.scoring.params import PARAMS
+from monitor.vitals import METRICS
+
+log = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str, str]  # ward, bed, rule name
+BedKey = tuple[str, str]
+
+SYSTEM_WARD = "_system"  # ward of the pipeline's own alarms (not a valid ward name on the wire)
+_NAMES = [m.name for m in METRICS]
+_SPEC = {m.name: m for m in METRICS}
+_FRESH_S = {m.name: PARAMS[m.name].gap_s for m in METRICS}  # NEWS2 / shock index inputs
+_LOW = {m.name: PARAMS[m.name].low for m in METRICS}  # predicted-crossing thresholds
+# per metric id (and generic, last): the band in which it raises nothing, and the slope
+# beyond which a sample may matter to a rate rule
+_NORMAL_BAND = np.array([
+    next(b for b, band in enumerate(RULES[i].bands) if band.code is None) if i in RULES else 0
+    for i in range(len(METRICS) + 1)
+])
+# the value rule's level at the predicted-crossing threshold: once a value meets it,
+# the predictive alarm has done its job and the value alarm takes over
+_REACHED: dict[str, Level] = {
+    r.source: lv for r in DEFAULT_RULES if r.signal == "value"
+    for lv in r.levels if lv.threshold == PARAMS[r.source].low and lv.op in ("<", "<=")
+}
+# the middle of each metric's normal band: a drift is news when it heads for a limit
+_MIDDLE: dict[str, float] = {
+    METRICS[i].name: (r.edges[n - 1] + r.edges[n]) / 2 for i, r in RULES.items()
+    for n in [next(b for b, band in enumerate(r.bands) if band.code is None)]
+    if 0 < n < len(r.edges)
+}
+_SLOPE_OF_NOTE = np.array([2.0 if m.name == "glucose" else np.inf for m in METRICS] + [np.inf])
+
+
+@dataclass
+class GroupState:
+    """One (bed, rule): when each level's condition began, and its active alarm."""
+
+    onset: dict[str, float] = field(default_factory=dict)  # code → observation time
+    alarm: AlarmEvent | None = None  # the last event published for the active alarm
+    fired_at: float = 0.0  # clock when it fired or last sounded again (escalation timer)
+    snooze_until: float | None = None  # acknowledged: clock when it sounds again
+    acked_by: str | None = None
+    latched: bool = False  # condition gone, kept until acknowledged (high priority)
+    escalated: bool = False
+    last_t: float = -math.inf  # newest observation time fed
+    detail: str = ""  # what the newest sample said, for messages
+
+    @property
+    def idle(self) -> bool:
+        return self.alarm is None and not self.onset
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["last_t"] = None if self.last_t == -math.inf else self.last_t
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> GroupState:
+        alarm = d.get("alarm")
+        return cls(
+            onset={str(k): float(v) for k, v in d.get("onset", {}).items()},
+            alarm=AlarmEvent(**alarm) if alarm else None,
+            fired_at=float(d.get("fired_at", 0.0)),
+            snooze_until=d.get("snooze_until"),
+            acked_by=d.get("acked_by"),
+            latched=bool(d.get("latched", False)),
+            escalated=bool(d.get("escalated", False)),
+            last_t=-math.inf if d.get("last_t") is None else float(d["last_t"]),
+            detail=str(d.get("detail", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit log: who did what to which alarm, when and why."""
+
+    clock: float
+    ward: str
+    bed: str
+    alarm_id: str
+    code: str
+    priority: str
+    action: str  # firing | acknowledged | snoozed | escalated | resolved | latched |
+    #              sounded_again | admitted | discharged | rejected
+    by: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    events: list[AlarmEvent]
+    error: str | None = None
+
+
+class AckError(ValueError):
+    """An acknowledgement that cannot be applied (unknown alarm, bad request)."""
+
+
+class AlarmEngine:
+    """Every (bed, rule) state machine, fed by scored batches, acks and a clock tick.
+
+    ``store`` (see :mod:`monitor.alarmstore`) makes active alarms, acks, snoozes and
+    escalations survive a restart; without one the engine lives in memory (offline
+    scoring, evaluation).
+    """
+
+    def __init__(self, rules: RuleSet | None = None, settings: AlarmSettings | None = None,
+                 *, store: Any = None, system_bed: str = "wardwatch",
+                 on_fire: Callable[[AlarmEvent], None] | None = None) -> None:
+        self.rules = rules if rules is not None else RuleSet()
+        self.cfg = settings if settings is not None else AlarmSettings()
+        self.system_bed = system_bed
+        self.groups: dict[GroupKey, GroupState] = {}  # non-idle machines only
+        self.by_id: dict[str, GroupKey] = {}
+        self.hot: Counter[BedKey] = Counter()  # non-idle machines per bed
+        self.latest: dict[BedKey, dict[str, tuple[float, float]]] = {}  # accepted (t, v)
+        self.drift: dict[tuple[str, str, str], tuple[float, float]] = {}  # last decision t, slope
+        # clock of the bed's last admission or discharge: streams not heard from since
+        # are the previous patient's, and are not expected (no stale-data alarm)
+        self.monitored_since: dict[BedKey, float] = {}
+        self.admissions: dict[BedKey, dict[str, Any]] = {}
+        self.audit: list[AuditEntry] = []  # not yet persisted
+        self.dirty: set[GroupKey] = set()
+        self.on_fire = on_fire
+        self._limits: Any = np.empty(0)
+        self._limits_at = (-1, -1)
+        self.store = store
+        if store is not None:
+            self._load(store)
+
+    # -- persistence ---------------------------------------------------------------
+    def _load(self, store: Any) -> None:
+        for (ward, bed), adm in store.admissions().items():
+            try:
+                self.rules.set_patient(ward, bed, parse_overrides(adm["rules"], "admission"))
+            except ConfigError as exc:
+                log.error("admission of %s/%s no longer valid, using ward rules: %s",
+                          ward, bed, exc)
+            self.admissions[(ward, bed)] = adm
+        for key, raw in store.groups().items():
+            gs = GroupState.from_json(raw)
+            if gs.idle:
+                continue
+            self.groups[key] = gs
+            self.hot[key[:2]] += 1
+            if gs.alarm is not None:
+                self.by_id[gs.alarm.id] = key
+        log.info("alarm state restored: %d active alarms, %d pending conditions",
+                 len(self.by_id), len(self.groups) - len(self.by_id))
+
+    def flush(self) -> None:
+        """Persist what changed since the last flush (one transaction)."""
+        if self.store is None:
+            self.audit.clear()
+            self.dirty.clear()
+            return
+        if not self.dirty and not self.audit:
+            return
+        changed = {k: (None if (g := self.groups.get(k)) is None else g.to_json())
+                   for k in self.dirty}
+        self.store.save(changed, self.audit)
+        self.audit.clear()
+        self.dirty.clear()
+
+    # -- the state machine ---------------------------------------------------------
+    def _state(self, key: GroupKey) -> GroupState:
+        gs = self.groups.get(key)
+        if gs is None:
+            gs = self.groups[key] = GroupState()
+            self.hot[key[:2]] += 1
+        return gs
+
+    def _drop_if_idle(self, key: GroupKey, gs: GroupState) -> None:
+        if gs.idle and self.groups.get(key) is gs:
+            del self.groups[key]
+            self.hot[key[:2]] -= 1
+            if self.hot[key[:2]] <= 0:
+                del self.hot[key[:2]]
+
+    def feed(self, key: GroupKey, rule: Rule, t: float, x: float, clock: float,
+             value: float, forecast: float | None, detail: str) -> list[AlarmEvent]:
+        """One observation of a rule's signal ``x`` at observation time ``t``."""
+        gs = self.groups.get(key)
+        levels = rule.levels
+        if gs is None:
+            if not any(lv.enters(x) for lv in levels):
+                return []
+            gs = self._state(key)
+        if t < gs.last_t:
+            return []
+        gs.last_t = t
+        gs.detail = detail
+        onset = gs.onset
+        before = dict(onset)
+        for lv in levels:
+            on = onset.get(lv.code)
+            if on is None:
+                if lv.enters(x):
+                    onset[lv.code] = t
+            elif lv.exits(x):
+                del onset[lv.code]
+        if onset != before:
+            self.dirty.add(key)
+        events = self._settle(key, rule, gs, t, clock, value, forecast)
+        events += self._timers(key, gs, clock)
+        self._drop_if_idle(key, gs)
+        return events
+
+    @staticmethod
+    def _target(rule: Rule, gs: GroupState, t: float) -> int | None:
+        for i in range(len(rule.levels) - 1, -1, -1):
+            lv = rule.levels[i]
+            on = gs.onset.get(lv.code)
+            if on is not None and t - on >= lv.delay_s:
+                return i
+        return None
+
+    def _settle(self, key: GroupKey, rule: Rule, gs: GroupState, t: float, clock: float,
+                value: float, forecast: float | None) -> list[AlarmEvent]:
+        target = self._target(rule, gs, t)
+        a = gs.alarm
+        cur = None if a is None else rule.level_index(a.code)
+        events: list[AlarmEvent] = []
+        if a is not None and cur is None:  # its level was disabled (admission)
+            events.append(self._resolve(key, gs, t, clock, value, "rule disabled"))
+            a = None
+        if target is not None and (a is None or cur is None or target > cur):
+            if a is not None:
+                events.append(self._resolve(key, gs, t, clock, value,
+                                            f"superseded by {rule.levels[target].code}"))
+            events.append(self._fire(key, rule, rule.levels[target], t, clock, value, forecast))
+        elif a is not None and cur is not None and (target is None or target < cur):
+            if (a.priority == "high" and not rule.technical and a.state != "acknowledged"):
+                if not gs.latched:
+                    gs.latched = True
+                    self.dirty.add(key)
+                    self._audit(clock, a, "latched", "wardwatch",
+                                "condition cleared; latched until acknowledged")
+            else:
+                events.append(self._resolve(key, gs, t, clock, value, "condition cleared"))
+                if target is not None:
+                    events.append(self._fire(key, rule, rule.levels[target], t, clock, value,
+                                             forecast))
+        elif a is not None and gs.latched and target == cur:
+            gs.latched = False  # the condition is back: an ordinary alarm again
+            self.dirty.add(key)
+        return events
+
+    def _fire(self, key: GroupKey, rule: Rule, lv: Level, t: float, clock: float,
+              value: float, forecast: float | None) -> AlarmEvent:
+        ward, bed, _ = key
+        gs = self.groups[key]
+        ev = AlarmEvent(
+            id=alarm_id(ward, bed, lv.code, t),
+            ward=ward,
+            bed=bed,
+            metric=rule.metric,
+            code=lv.code,
+            priority=lv.priority,
+            state="firing",
+            t=t,
+            value=_round(value),
+            threshold=lv.threshold,
+            forecast=forecast,
+            message=f"{gs.detail}: {lv.text}" if gs.detail else lv.text,
+        )
+        gs.alarm = ev
+        gs.fired_at = clock
+        gs.snooze_until = None
+        gs.acked_by = None
+        gs.latched = False
+        gs.escalated = False
+        self.by_id[ev.id] = key
+        self.dirty.add(key)
+        self._audit(clock, ev, "firing", "wardwatch", ev.message)
+        if self.on_fire is not None:
+            self.on_fire(ev)
+        return ev
+
+    def _resolve(self, key: GroupKey, gs: GroupState, t: float, clock: float, value: float,
+                 why: str) -> AlarmEvent:
+        a = gs.alarm
+        assert a is not None
+        now = f" ({gs.detail})" if gs.detail else ""
+        ev = replace(a, state="resolved", t=t, value=_round(value),
+                     message=f"{_base(a.message)} — resolved: {why}{now}")
+        gs.alarm = None
+        gs.latched = False
+        gs.snooze_until = None
+        self.by_id.pop(a.id, None)
+        self.dirty.add(key)
+        self._audit(clock, ev, "resolved", "wardwatch", why)
+        return ev
+
+    def _timers(self, key: GroupKey, gs: GroupState, clock: float) -> list[AlarmEvent]:
+        a = gs.alarm
+        if a is None:
+            return []
+        if a.state == "acknowledged":
+            if gs.snooze_until is not None and clock >= gs.snooze_until:
+                gs.snooze_until = None
+                gs.acked_by = None
+                gs.fired_at = clock
+                gs.escalated = False
+                ev = replace(a, state="firing", t=clock,
+                             message=f"{_base(a.message)} — sounding again: condition persists")
+                gs.alarm = ev
+                self.dirty.add(key)
+                self._audit(clock, ev, "sounded_again", "wardwatch", "snooze ended")
+                return [ev]
+            return []
+        after = self.cfg.escalate_after(a.priority)
+        if a.state == "firing" and after > 0 and clock - gs.fired_at >= after:
+            gs.escalated = True
+            waited = clock - gs.fired_at
+            ev = replace(a, state="escalated", t=clock,
+                         message=f"{_base(a.message)} — escalated to {self.cfg.escalate_to}: "
+                                 f"unacknowledged for {waited / 60:.0f} min")
+            gs.alarm = ev
+            self.dirty.add(key)
+            self._audit(clock, ev, "escalated", "wardwatch", f"to {self.cfg.escalate_to}")
+            return [ev]
+        return []
+
+    def _audit(self, clock: float, ev: AlarmEvent, action: str, by: str, detail: str) -> None:
+        self.audit.append(AuditEntry(clock, ev.ward, ev.bed, ev.id, ev.code, ev.priority, action,
+                                     by, detail))
+
+    # -- scored batches ------------------------------------------------------------
+    def update(self, batch: ScoredBatch, streams: StreamTable,
+               clock: float | None = None) -> list[tuple[int, AlarmEvent]]:
+        """(row in ``batch``, event) for every change ``batch`` causes, in time order.
+
+        ``clock`` None: a replay, where observation time is the clock.
+        Only beds where something could change are visited sample by sample: a bed
+        with a live condition or alarm, custom thresholds, or a sample outside the
+        normal band, flagged, or predicted to cross; the rest only refresh their
+        newest values.
+        """
+        n = len(batch)
+        if n == 0:
+            return []
+        keys = streams.keys
+        status = batch.status
+        known = batch.metric < len(METRICS)  # generic streams raise nothing
+        metric = np.where(known, batch.metric, len(METRICS))
+        flagged = ((batch.band != _NORMAL_BAND[metric]) | ((status & (FLATLINE | DRIFT)) != 0)
+                   | (batch.out[:, L.O_TLO] <= 3600.0)
+                   | (np.abs(batch.out[:, L.O_SLOPE]) >= _SLOPE_OF_NOTE[metric])) & known
+        beds: set[BedKey] = {keys[s][:2] for s in np.unique(batch.sid[flagged]).tolist()}
+        sids = np.unique(batch.sid[known]).tolist()
+        for s in sids:
+            bk = keys[s][:2]
+            if bk not in beds and (bk in self.hot or self.rules.for_bed(*bk).custom):
+                beds.add(bk)
+        events: list[tuple[int, AlarmEvent]] = []
+        if beds:
+            chosen = [s for s in sids if keys[s][:2] in beds]
+            rows = np.flatnonzero(np.isin(batch.sid, chosen))
+            rows = rows[np.argsort(batch.t[rows], kind="stable")]
+            events = self._rows(batch, streams, rows, clock)
+        # everyone else: newest accepted values, for the next batch's bed-level rules
+        for s in sids:
+            ward, bed, mid = keys[s]
+            if (ward, bed) not in beds and not math.isnan(streams.value_t[s]):
+                self.latest.setdefault((ward, bed), {})[_NAMES[mid]] = (
+                    float(streams.value_t[s]), float(streams.value[s]))
+        events.sort(key=lambda ie: ie[1].t)
+        return events
+
+    def _rows(self, batch: ScoredBatch, streams: StreamTable, rows: Any,
+              clock: float | None) -> list[tuple[int, AlarmEvent]]:
+        keys = streams.keys
+        out = batch.out[rows]
+        cols = zip(rows.tolist(), batch.sid[rows].tolist(), batch.t[rows].tolist(),
+                   batch.v[rows].tolist(), batch.status[rows].tolist(),
+                   out[:, L.O_TLO].tolist(), out[:, L.O_SLOPE].tolist(),
+                   out[:, L.O_FC].tolist(), strict=True)
+        events: list[tuple[int, AlarmEvent]] = []
+        for i, sid, t, v, st, tlo, slope, fc in cols:
+            if st & (STALE_ORDER | INVALID):
+                continue
+            ward, bed, mid = keys[sid]
+            name = _NAMES[mid]
+            br = self.rules.for_bed(ward, bed)
+            now = t if clock is None else clock
+            fcast = None if fc != fc else round(fc, 2)
+            evs: list[AlarmEvent] = []
+            off = (ward, bed, "device.offline")
+            if off in self.groups:  # data from the bed: the device is back
+                (rule,) = br.get("offline")
+                evs += self.feed(off, rule, max(t, self.groups[off].last_t), 0.0, now, 0.0,
+                                 None, "bedside device sending again")
+            flat = 1.0 if st & FLATLINE else 0.0
+            for rule in br.get("flat", name):
+                evs += self.feed((ward, bed, rule.name), rule, t, flat, now, v, None,
+                                 f"{_SPEC[name].label} {_fmt(v)} {_SPEC[name].unit}")
+            if not st & (ARTIFACT | FLATLINE):
+                evs += self._accepted(br, ward, bed, name, t, v, st, tlo, slope, fcast, now)
+            events.extend((i, ev) for ev in evs)
+        return events
+
+    def _accepted(self, br: BedRules, ward: str, bed: str, name: str, t: float, v: float,
+                  st: int, tlo: float, slope: float, fc: float | None,
+                  now: float) -> list[AlarmEvent]:
+        spec = _SPEC[name]
+        shown = f"{spec.label} {_fmt(v)} {spec.unit}"
+        evs: list[AlarmEvent] = []
+        self.latest.setdefault((ward, bed), {})[name] = (t, v)
+        value_rules = br.get("value", name)
+        for rule in value_rules:
+            evs += self.feed((ward, bed, rule.name), rule, t, v, now, v, fc, shown)
+        for rule in br.get("tlo", name):
+            reached = _REACHED.get(name)
+            if reached is not None and reached.enters(v):
+                minutes, note = math.inf, f"{shown}: threshold reached"
+            else:
+                minutes = tlo / 60.0 if tlo == tlo else math.inf
+                note = (f"{shown}, forecast {_fmt(fc) if fc is not None else '—'} "
+                        f"at {PARAMS[name].horizon_s / 60:g} min")
+            evs += self.feed((ward, bed, rule.name), rule, t, minutes, now, v, fc, note)
+        for rule in br.get("slope", name):
+            evs += self.feed((ward, bed, rule.name), rule, t, slope, now, v, fc,
+                             f"{shown}, {slope:+.1f} {spec.unit}/min")
+        drift_rules = br.get("drift", name)
+        if drift_rules:
+            # A drift is news only while no value alarm of the metric is pending or
+            # active: a step into an alarming band is that alarm's, not a second one.
+            dk = (ward, bed, name)
+            mid = _MIDDLE.get(name, math.nan)
+            if st & DRIFT and ((slope > 0 and v > mid) or (slope < 0 and v < mid)):
+                self.drift[dk] = (t, slope)  # heading for a limit of the normal band
+            took_over = any((ward, bed, r.name) in self.groups for r in value_rules)
+            if took_over:
+                self.drift.pop(dk, None)
+            last = self.drift.get(dk)
+            if last is None and any((ward, bed, r.name) in self.groups for r in drift_rules):
+                last = (-math.inf, 0.0)
+            if last is not None:
+                age = (t - last[0]) / 60.0
+                way = "up" if last[1] > 0 else "down" if last[1] < 0 else ""
+                note = (f"{shown}: a value alarm took over" if took_over
+                        else f"{shown}, drifting {way}".rstrip(", "))
+                for rule in drift_rules:
+                    evs += self.feed((ward, bed, rule.name), rule, t, age, now, v, fc, note)
+                if age > 24 * 60:
+                    self.drift.pop(dk, None)
+        if name in ("hr", "sbp"):
+            evs += self._bed_level(br, ward, bed, t, now)
+        return evs
+
+    def _bed_level(self, br: BedRules, ward: str, bed: str, t: float,
+                   now: float) -> list[AlarmEvent]:
+        latest = self.latest.get((ward, bed), {})
+        fresh = {m: tv[1] for m, tv in latest.items() if t - tv[0] <= _FRESH_S[m]}
+        evs: list[AlarmEvent] = []
+        parts = []
+        total = 0
+        if "hr" in fresh:
+            s = NEWS2_PULSE_SCORE[NEWS2_PULSE.band_of(fresh["hr"])]
+            total += s
+            parts.append(f"pulse {s}")
+        if "sbp" in fresh:
+            s = NEWS2_SBP_SCORE[NEWS2_SBP.band_of(fresh["sbp"])]
+            total += s
+            parts.append(f"SBP {s}")
+        for rule in br.get("news2"):
+            evs += self.feed((ward, bed, rule.name), rule, t, float(total), now, float(total),
+                             None, f"NEWS2 partial aggregate {total} ({', '.join(parts)}; "
+                                   f"not monitored: {', '.join(NEWS2_ABSENT)})")
+        if "hr" in fresh and "sbp" in fresh and fresh["sbp"] > 0:
+            si = fresh["hr"] / fresh["sbp"]
+            for rule in br.get("shock"):
+                evs += self.feed((ward, bed, rule.name), rule, t, si, now, round(si, 2), None,
+                                 f"shock index {si:.2f} (HR {_fmt(fresh['hr'])} / "
+                                 f"SBP {_fmt(fresh['sbp'])})")
+        return evs
+
+    # -- the clock -----------------------------------------------------------------
+    def tick(self, clock: float, streams: StreamTable | None = None,
+             system: Mapping[str, float] | None = None) -> list[AlarmEvent]:
+        """Timers (escalation, snooze end), stale streams and the pipeline self-check."""
+        events: list[AlarmEvent] = []
+        for key, gs in list(self.groups.items()):
+            if gs.alarm is not None:
+                events += self._timers(key, gs, clock)
+        if streams is not None:
+            events += self._stale(clock, streams)
+        for source, x in (system or {}).items():
+            br = self.rules.default
+            for rule in br.get("system", source):
+                key = (SYSTEM_WARD, self.system_bed, rule.name)
+                events += self.feed(key, rule, clock, x, clock, x, None, f"{x:g}")
+        return events
+
+    def _stale(self, clock: float, streams: StreamTable) -> list[AlarmEvent]:
+        n = len(streams)
+        if n == 0:
+            return []
+        seen = streams.wall_seen[:n]
+        limit = self._stale_limits(streams)
+        age = clock - seen
+        cand = set(np.flatnonzero((age > limit) & (seen > 0)).tolist())
+        cand |= {i for i, k in enumerate(streams.keys)
+                 if k[2] < len(METRICS) and (k[0], k[1], f"{_NAMES[k[2]]}.stale") in self.groups}
+        events: list[AlarmEvent] = []
+        for i in sorted(cand):
+            ward, bed, mid = streams.keys[i]
+            if self.monitored_since.get((ward, bed), -math.inf) >= seen[i]:
+                continue
+            name = _NAMES[mid]
+            for rule in self.rules.for_bed(ward, bed).get("stale", name):
+                a = float(age[i])
+                events += self.feed((ward, bed, rule.name), rule, clock, a, clock, round(a),
+                                    None, f"{_SPEC[name].label}: last sample {a / 60:.1f} min ago")
+        return events
+
+    def _stale_limits(self, streams: StreamTable) -> Any:
+        """Per stream, the age at which its ``<metric>.stale`` rule fires (inf: none)."""
+        stamp = (len(streams), self.rules.version)
+        if self._limits_at != stamp:
+            limits = np.full(len(streams), np.inf)
+            for i, (ward, bed, mid) in enumerate(streams.keys):
+                if mid < len(METRICS):
+                    rules = self.rules.for_bed(ward, bed).get("stale", _NAMES[mid])
+                    if rules:
+                        limits[i] = rules[0].levels[0].threshold
+            self._limits, self._limits_at = limits, stamp
+        return self._limits
+
+    # -- commands from people and devices ------------------------------------------
+    def ack(self, ward: str, bed: str, request: Mapping[str, Any], clock: float) -> AckResult:
+        """Acknowledge or snooze one alarm (MQTT ``wardwatch/v1/ack/...`` or the station)."""
+        by = str(request.get("by", ""))
+        aid = str(request.get("id", ""))
+        reason = str(request.get("reason", ""))
+        try:
+            key = self.by_id.get(aid)
+            if key is None or key[:2] != (ward, bed):
+                raise AckError(f"no active alarm {aid!r} on {ward}/{bed}")
+            gs = self.groups[key]
+            a = gs.alarm
+            assert a is not None
+            action = request.get("action")
+            if action == "snooze":
+                raw = request.get("snooze_s", self.cfg.snooze_default_s)
+                if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw > 0:
+                    raise AckError(f"snooze_s must be a positive number, got {raw!r}")
+                secs = min(float(raw), self.cfg.snooze_max_s)
+                until: float | None = clock + secs
+                what = f"snoozed {secs / 60:g} min"
+            elif action == "ack":
+                rearm = self.cfg.ack_rearm_high_s if a.priority == "high" else 0.0
+                until = clock + rearm if rearm > 0 else None
+                what = "acknowledged" + (f", re-arms in {rearm / 60:g} min" if until else "")
+            else:
+                raise AckError(f"action must be 'ack' or 'snooze', got {action!r}")
+        except AckError as exc:
+            self.audit.append(AuditEntry(clock, ward, bed, aid, "", "", "rejected", by,
+                                         f"{exc}; {reason}".rstrip("; ")))
+            return AckResult([], str(exc))
+        gs.snooze_until = until
+        gs.acked_by = by
+        ev = replace(a, state="acknowledged", t=clock,
+                     message=f"{_base(a.message)} — {what} by {by}"
+                             + (f": {reason}" if reason else ""))
+        gs.alarm = ev
+        self.dirty.add(key)
+        self._audit(clock, ev, "snoozed" if action == "snooze" else "acknowledged", by,
+                    f"{what}; {reason}".rstrip("; "))
+        events = [ev]
+        if gs.latched:  # the condition had already cleared
+            rule = self.rules.for_bed(ward, bed).by_name.get(key[2])
+            events.append(self._resolve(key, gs, clock, clock, ev.value,
+                                        "acknowledged after the condition cleared"))
+            target = None if rule is None else self._target(rule, gs, gs.last_t)
+            if rule is not None and target is not None:
+                events.append(self._fire(key, rule, rule.levels[target], gs.last_t, clock,
+                                         ev.value, None))
+            self._drop_if_idle(key, gs)
+        return AckResult(events)
+
+    def device_status(self, ward: str, bed: str, online: bool, clock: float) -> list[AlarmEvent]:
+        """A device's presence message (``online``, or its MQTT last will ``offline``)."""
+        (rule,) = self.rules.for_bed(ward, bed).get("offline") or (None,)
+        if rule is None:
+            return []
+        key = (ward, bed, rule.name)
+        gs = self.groups.get(key)
+        t = clock if gs is None else max(clock, gs.last_t)
+        return self.feed(key, rule, t, 0.0 if online else 1.0, clock, 0.0 if online else 1.0,
+                         None, "device online" if online else "device offline")
+
+    def admit(self, ward: str, bed: str, patient: str, rules: Mapping[str, Any],
+              clock: float) -> list[AlarmEvent]:
+        """A new admission: the patient's rule overrides replace the previous patient's."""
+        overrides = parse_overrides(rules, f"admission {ward}/{bed}")  # ConfigError if bad
+        events = self._end_alarms(ward, bed, clock, "new admission")
+        self.rules.set_patient(ward, bed, overrides)
+        self.monitored_since[(ward, bed)] = clock
+        adm = {"patient": patient, "rules": dict(rules), "admitted": clock}
+        self.admissions[(ward, bed)] = adm
+        self.audit.append(AuditEntry(clock, ward, bed, "", "", "", "admitted", "admission",
+                                     f"patient {patient or '—'}; overrides {sorted(rules)}"))
+        if self.store is not None:
+            self.store.set_admission(ward, bed, adm)
+        return events
+
+    def discharge(self, ward: str, bed: str, clock: float) -> list[AlarmEvent]:
+        """The bed is empty: its alarms resolve and its streams are no longer expected."""
+        events = self._end_alarms(ward, bed, clock, "patient discharged")
+        self.rules.set_patient(ward, bed, None)
+        self.admissions.pop((ward, bed), None)
+        self.monitored_since[(ward, bed)] = clock
+        self.latest.pop((ward, bed), None)
+        self.audit.append(AuditEntry(clock, ward, bed, "", "", "", "discharged", "admission",
+                                     ""))
+        if self.store is not None:
+            self.store.set_admission(ward, bed, None)
+        return events
+
+    def _end_alarms(self, ward: str, bed: str, clock: float, why: str) -> list[AlarmEvent]:
+        events = []
+        for key in [k for k in self.groups if k[:2] == (ward, bed)]:
+            gs = self.groups[key]
+            if gs.alarm is not None:
+                events.append(self._resolve(key, gs, max(clock, gs.last_t), clock,
+                                            gs.alarm.value, why))
+            gs.onset.clear()
+            self.dirty.add(key)
+            self._drop_if_idle(key, gs)
+        return events
+
+    # -- views ---------------------------------------------------------------------
+    def active(self) -> list[tuple[AlarmEvent, GroupState]]:
+        return [(gs.alarm, gs) for gs in self.groups.values() if gs.alarm is not None]
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """Active alarms by (ward, priority)."""
+        return Counter((a.ward, a.priority) for a, _ in self.active())
+
+
+def _fmt(v: float) -> str:
+    """A vital as a person reads it: whole numbers from 10 up, one decimal below."""
+    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.1f}"
+
+
+def _round(x: float) -> float:
+    return round(x, 2) if x == x else x
+
+
+def _base(message: str) -> str:
+    """The message without what earlier lifecycle steps appended to it."""
+    return message.split(" — ", 1)[0]

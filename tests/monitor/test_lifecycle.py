@@ -1,0 +1,310 @@
+"""The alarm lifecycle, replayed in observation time through the real processing stage.
+
+Messages are stamped with their observation time as receipt time, so the engine's
+clock is observation time and hours replay in milliseconds. Every test asserts the
+exact event sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.alarmstore import AlarmStore
+from monitor.config import AlarmSettings
+from monitor.lifecycle import SYSTEM_WARD, AlarmEngine
+from monitor.metrics import Metrics
+from monitor.pipeline import Processor
+from monitor.ruleset import RuleSet, parse_overrides
+from monitor.wire import Limits
+
+T0 = 1_763_856_000.0
+UNITS = {"hr": "/min", "sbp": "mm[Hg]", "dbp": "mm[Hg]", "map": "mm[Hg]", "glucose": "mg/dL"}
+Event = tuple[float, str, str]  # (t - T0, code, state)
+
+
+class Ward:
+    """A processing stage with its alarm engine, driven in observation time."""
+
+    def __init__(self, store: Path | None = None, settings: AlarmSettings | None = None,
+                 rules: RuleSet | None = None) -> None:
+        self.store = AlarmStore(store) if store is not None else None
+        engine = AlarmEngine(rules, settings, store=self.store)
+        self.p = Processor(Metrics(CollectorRegistry()), Limits(max_past_s=0), engine,
+                           replay=True)
+        self.engine = engine
+        self.raw: list[dict[str, Any]] = []
+
+    def _events(self, mqtt: list[Any]) -> list[Event]:
+        out = []
+        for topic, payload, _ in mqtt:
+            if topic.startswith("wardwatch/v1/alerts/"):
+                ev = orjson.loads(payload)
+                self.raw.append(ev)
+                out.append((round(ev["t"] - T0, 1), ev["code"], ev["state"]))
+        return out
+
+    def obs(self, metric: str, ts: Any, vs: Any, bed: str = "1") -> list[Event]:
+        msgs = [(f"wardwatch/v1/obs/4A/{bed}",
+                 orjson.dumps({"obs": [{"metric": metric, "t": T0 + float(t), "v": float(v),
+                                        "unit": UNITS[metric]}]}), T0 + float(t))
+                for t, v in zip(ts, vs, strict=True)]
+        events = []
+        for i in range(0, len(msgs), 50):  # micro-batches, as live
+            events += self._events(self.p.process(msgs[i:i + 50]).mqtt)
+        return events
+
+    def control(self, kind: str, body: Any, at: float, bed: str = "1") -> list[Event]:
+        payload = body if isinstance(body, bytes) else orjson.dumps(body)
+        out = self.p.process([(f"wardwatch/v1/{kind}/4A/{bed}", payload, T0 + at)])
+        self.dead = [orjson.loads(p) for t, p, _ in out.mqtt if t == "wardwatch/v1/deadletter"]
+        return self._events(out.mqtt)
+
+    def tick(self, at: float, **system: float) -> list[Event]:
+        return self._events(self.p.tick(T0 + at, system or None).mqtt)
+
+    def alarm_id(self, code: str) -> str:
+        return next(ev["id"] for ev in reversed(self.raw) if ev["code"] == code)
+
+
+def steady(seconds: float, level: float, every: float = 5.0, start: float = 0.0,
+           noise: float = 1.0, seed: int = 0) -> tuple[Any, Any]:
+    rng = np.random.default_rng(seed)
+    ts = start + np.arange(0.0, seconds, every)
+    return ts, np.round(level + rng.normal(0, noise, ts.size))
+
+
+def test_a_single_250_spike_fires_nothing() -> None:
+    w = Ward()
+    ts, vs = steady(1800, 78)
+    vs[200] = 250
+    assert w.obs("hr", ts, vs) == []
+
+
+def test_hr_135_for_two_minutes_fires_after_its_delay_and_latches() -> None:
+    w = Ward()
+    ts, vs = steady(600, 78)
+    assert w.obs("hr", ts, vs) == []
+    # 135 for 2 min from t=600: the Hampel filter believes the step at its 8th sample
+    # (t=635), then hr.news2.3 must hold 30 s: it fires at t=665
+    assert w.obs("hr", *steady(120, 135, start=600, seed=1)) == [(665.0, "hr.news2.3", "firing")]
+    # back to normal: a high alarm nobody acknowledged stays (latched), and escalates
+    # 120 s after it fired
+    assert w.obs("hr", *steady(300, 78, start=720, seed=2)) == [
+        (785.0, "hr.news2.3", "escalated")]
+    (a, gs), = w.engine.active()
+    assert gs.latched and a.state == "escalated"
+    assert w.control("ack", {"id": a.id, "by": "nurse.kim", "action": "ack"}, at=1030) == [
+        (1030.0, "hr.news2.3", "acknowledged"), (1030.0, "hr.news2.3", "resolved")]
+    assert w.engine.active() == []
+
+
+def test_a_value_hovering_on_a_limit_does_not_flap() -> None:
+    w = Ward()
+    # an hour of HR hovering at the 90/91 edge of NEWS2 pulse subscore 1
+    ts = np.arange(0.0, 3600.0, 5.0)
+    vs = np.where(np.arange(ts.size) % 2 == 0, 89.0, 92.0)
+    vs[::7] = 90.0
+    events = w.obs("hr", ts, vs)
+    assert events == [(305.0, "hr.news2.1", "firing")]  # once, 5 min after the first 92
+    events = w.obs("hr", *steady(600, 80, start=3600))
+    assert events == [(3600.0, "hr.news2.1", "resolved")]  # 80 < 91 - 3: clearly gone
+
+
+def test_glucose_falling_2_per_min_fires_the_predictive_low_before_70() -> None:
+    w = Ward()
+    ts = np.arange(0.0, 6 * 3600.0, 300.0)
+    vs = 130.0 + np.random.default_rng(4).normal(0, 2, ts.size)
+    assert w.obs("glucose", ts, np.round(vs)) == []
+    start = ts[-1] + 300
+    fall_t = start + np.arange(0.0, 3600.0, 300.0)
+    fall_v = 130.0 - 2.0 * (fall_t - start) / 60.0
+    events = w.obs("glucose", fall_t, fall_v)
+    reaches_70 = start + 30 * 60
+    codes = [(code, state) for _, code, state in events]
+    assert codes[0] == ("glucose.low.predicted", "firing")
+    predicted_at = events[0][0]
+    assert predicted_at <= reaches_70 - 10 * 60  # at least 10 min of warning
+    # once the value is low the level alarm takes over and the prediction resolves
+    assert ("glucose.low.l1", "firing") in codes
+    assert codes.index(("glucose.low.predicted", "resolved")) > codes.index(
+        ("glucose.low.l1", "firing")) - 1
+    low = next(t for t, code, s in events if code == "glucose.low.l1")
+    assert low >= reaches_70
+
+
+def test_snooze_silences_then_sounds_again_while_the_condition_lasts() -> None:
+    w = Ward(settings=AlarmSettings(escalate_medium_s=0))
+    w.obs("hr", *steady(300, 78))
+    assert w.obs("hr", *steady(300, 120, start=300)) == [(395.0, "hr.news2.2", "firing")]
+    aid = w.alarm_id("hr.news2.2")
+    assert w.control("ack", {"id": aid, "by": "nurse.kim", "action": "snooze",
+                             "snooze_s": 600, "reason": "rounding"}, at=600) == [
+        (600.0, "hr.news2.2", "acknowledged")]
+    # still tachycardic: silent during the snooze, sounds again when it ends
+    assert w.obs("hr", *steady(595, 120, start=600, seed=3)) == []
+    assert w.tick(1199) == []
+    assert w.tick(1200) == [(1200.0, "hr.news2.2", "firing")]
+    assert w.raw[-1]["id"] == aid and "sounding again" in w.raw[-1]["message"]
+    # snoozed again (the default 10 min), and the condition clears during the snooze:
+    # resolved, and nothing sounds when the snooze would have ended
+    assert w.control("ack", {"id": aid, "by": "nurse.kim", "action": "snooze"}, at=1210) == [
+        (1210.0, "hr.news2.2", "acknowledged")]
+    assert w.obs("hr", *steady(700, 78, start=1210, seed=5)) == [
+        (1235.0, "hr.news2.2", "resolved")]
+    assert w.tick(1210 + 600) == []
+    assert w.engine.active() == []
+
+
+def test_a_snoozed_low_alarm_never_holds_back_a_higher_one() -> None:
+    w = Ward()
+    w.obs("hr", *steady(300, 78))
+    assert w.obs("hr", *steady(600, 100, start=300)) == [(635.0, "hr.news2.1", "firing")]
+    w.control("ack", {"id": w.alarm_id("hr.news2.1"), "by": "kim", "action": "snooze",
+                      "snooze_s": 3600}, at=900)
+    events = w.obs("hr", *steady(120, 140, start=900, seed=1))
+    assert events == [(965.0, "hr.news2.1", "resolved"), (965.0, "hr.news2.3", "firing")]
+    assert w.raw[-2]["message"].endswith("superseded by hr.news2.3 (Heart rate 140 /min)")
+
+
+def test_escalation_when_nobody_acknowledges() -> None:
+    w = Ward(settings=AlarmSettings(escalate_high_s=120))
+    w.obs("sbp", [0.0, 900.0], [120.0, 120.0])
+    assert w.obs("sbp", [1800.0], [85.0]) == [(1800.0, "sbp.news2.3", "firing")]  # no delay
+    assert w.tick(1919) == []
+    assert w.tick(1920) == [(1920.0, "sbp.news2.3", "escalated")]
+    assert "escalated to charge nurse" in w.raw[-1]["message"]
+    assert w.tick(2500) == []  # once
+    w.control("ack", {"id": w.alarm_id("sbp.news2.3"), "by": "charge.lee", "action": "ack"},
+              at=2500)
+    assert w.raw[-1]["state"] == "acknowledged"
+
+
+def test_news2_aggregate_map_and_shock_index() -> None:
+    w = Ward()
+    w.obs("hr", *steady(300, 78))
+    # SBP 95 (subscore 2) and MAP 60, once: both fire at once (no delay for NIBP)
+    events = w.obs("sbp", [300.0], [95.0]) + w.obs("map", [300.0], [60.0])
+    assert events == [(300.0, "sbp.news2.2", "firing"), (300.0, "map.low", "firing")]
+    # HR 135 (subscore 3): pulse alarm, then the aggregate 5 after its 60 s, and the shock
+    # index 135/95 = 1.42 after its 60 s
+    events = w.obs("hr", *steady(180, 135, start=305, seed=1))
+    assert events == [
+        (365.0, "hr.news2.3", "firing"),  # believed at 335, then 30 s
+        (395.0, "news2.urgent", "firing"),  # 3 + 2 since 335, then 60 s
+        (395.0, "shock_index.high", "firing"),
+    ]
+    news2 = next(ev for ev in w.raw if ev["code"] == "news2.urgent")
+    assert news2["value"] == 5 and news2["metric"] == "news2"
+    for absent in ("respiration rate", "SpO2", "temperature", "consciousness"):
+        assert absent in news2["message"]
+
+
+def test_technical_alarms_flatline_stale_device_and_self_check() -> None:
+    w = Ward(rules=RuleSet({"*": parse_overrides({"hr.stale": {"threshold": 30.0}}, "t")}))
+    # a stuck sensor: the same value for over 5 minutes
+    events = w.obs("hr", np.arange(0.0, 400.0, 5.0), np.full(80, 77.0))
+    assert events == [(300.0, "hr.flatline", "firing")]
+    assert w.obs("hr", [400.0, 405.0], [79.0, 81.0]) == [(400.0, "hr.flatline", "resolved")]
+    # stale on the clock: no HR for over 30 s (the threshold overridden for this test)
+    assert w.tick(435) == []
+    assert w.tick(436) == [(436.0, "hr.stale", "firing")]
+    assert w.obs("hr", [440.0], [80.0]) == []
+    assert w.tick(441) == [(441.0, "hr.stale", "resolved")]
+    # the device's last will, then it comes back
+    assert w.control("status", b"offline", at=450) == [(450.0, "device.offline", "firing")]
+    assert w.control("status", {"status": "online"}, at=460) == [
+        (460.0, "device.offline", "resolved")]
+    # the pipeline's own health: history spooled for longer than 30 s
+    assert w.tick(470, history=120.0, mqtt=0.0, ingest=0.1) == []
+    assert w.tick(500, history=800.0, mqtt=0.0, ingest=0.1) == [
+        (500.0, "hr.stale", "firing"), (500.0, "system.history", "firing")]
+    assert w.raw[-1]["ward"] == SYSTEM_WARD
+    assert w.tick(510, history=0.0, mqtt=0.0, ingest=0.1) == [(510.0, "system.history", "resolved")]
+
+
+def test_admission_overrides_and_discharge() -> None:
+    w = Ward()
+    w.obs("hr", *steady(300, 78))
+    # an athlete's admission: HR subscore-1 alarms off for this patient
+    assert w.control("admit", {"patient": "p-9", "rules": {
+        "hr.news2.1": {"enabled": False}, "hr.drift": {"enabled": False},
+        "hr.news2.3": {"delay_s": 0}}}, at=300) == []
+    assert w.obs("hr", *steady(900, 100, start=300)) == []
+    events = w.obs("hr", *steady(60, 140, start=1200, seed=1))
+    assert events == [(1235.0, "hr.news2.3", "firing")]  # no delay for this patient
+    # another bed keeps the ward's rules
+    w.obs("hr", *steady(300, 78), bed="2")
+    assert w.obs("hr", *steady(600, 100, start=300), bed="2") == [(635.0, "hr.news2.1", "firing")]
+    # a bad admission is refused as a whole and dead-lettered
+    assert w.control("admit", {"rules": {"hr.nosuch": {}}}, at=1300) == []
+    assert w.dead[0]["reason"] == "bad_command" and "hr.nosuch" in w.dead[0]["detail"]
+    # discharge resolves the bed's alarms (even latched ones) and its streams are not expected
+    assert w.control("admit", {"action": "discharge"}, at=1400) == [
+        (1400.0, "hr.news2.3", "resolved")]
+    assert w.tick(5000) == [(5000.0, "hr.stale", "firing")]  # bed 2 only
+    assert w.raw[-1]["bed"] == "2"
+
+
+def test_acks_are_validated_audited_and_refusals_dead_lettered(tmp_path: Path) -> None:
+    w = Ward(store=tmp_path / "alarms.db")
+    w.obs("sbp", [0.0], [85.0])
+    aid = w.alarm_id("sbp.news2.3")
+    assert w.control("ack", {"id": "nope", "by": "kim", "action": "ack"}, at=10) == []
+    assert w.dead[0]["reason"] == "unknown_alarm"
+    assert w.control("ack", {"id": aid, "by": "kim", "action": "dismiss"}, at=11) == []
+    assert w.dead[0]["reason"] == "bad_command"
+    assert w.control("ack", {"id": aid, "by": "kim", "action": "ack"}, at=12, bed="2") == []
+    assert w.dead[0]["reason"] == "unknown_alarm"  # an alarm of another bed
+    assert w.control("ack", {"id": aid, "by": "kim", "action": "ack", "reason": "seen"},
+                     at=20) == [(20.0, "sbp.news2.3", "acknowledged")]
+    assert w.store is not None
+    log = w.store.audit_log(alarm_id=aid)
+    assert [(e["action"], e["by"]) for e in reversed(log)] == [
+        ("firing", "wardwatch"), ("rejected", "kim"), ("acknowledged", "kim")]
+    acked = log[0]
+    assert acked["clock"] == T0 + 20 and "seen" in acked["detail"]
+
+
+def test_a_restart_in_the_middle_keeps_the_state(tmp_path: Path) -> None:
+    db = tmp_path / "alarms.db"
+    w = Ward(store=db)
+    w.obs("hr", *steady(300, 78))
+    w.obs("sbp", [0.0], [150.0])
+    assert w.obs("hr", *steady(120, 140, start=300, seed=1)) == [(365.0, "hr.news2.3", "firing")]
+    assert w.obs("sbp", [400.0], [85.0]) == [(400.0, "sbp.news2.3", "firing")]
+    w.control("ack", {"id": w.alarm_id("hr.news2.3"), "by": "kim", "action": "ack"}, at=410)
+    assert w.store is not None
+    w.store.close()
+    # a new process: fresh scoring state, the alarm state from SQLite
+    w2 = Ward(store=db)
+    assert {(a.code, a.state) for a, _ in w2.engine.active()} == {
+        ("hr.news2.3", "acknowledged"), ("sbp.news2.3", "firing")}
+    # the acknowledged alarm does not fire again; the other is still the same alarm
+    assert w2.obs("hr", *steady(120, 140, start=420, seed=2)) == []
+    # its escalation timer survived too
+    assert w2.obs("sbp", [1300.0], [84.0]) == [(1300.0, "sbp.news2.3", "escalated")]
+    ids = {a.code: a.id for a, _ in w2.engine.active()}
+    assert ids["sbp.news2.3"] == w.alarm_id("sbp.news2.3")
+    # and it resolves as usual: back to normal (latched: it is high), then acknowledged
+    assert w2.obs("sbp", [2200.0], [125.0]) == []
+    assert w2.control("ack", {"id": ids["sbp.news2.3"], "by": "kim", "action": "ack"},
+                      at=2210) == [(2210.0, "sbp.news2.3", "acknowledged"),
+                                   (2210.0, "sbp.news2.3", "resolved")]
+
+
+def test_rule_overrides_must_nest() -> None:
+    from monitor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="more severe"):
+        RuleSet({"4A": parse_overrides({"hr.news2.2": {"threshold": 140.0}}, "t")}).for_bed(
+            "4A", "1")
+    rs = RuleSet({"4A": parse_overrides({"hr.news2.1": {"priority": "medium"}}, "t")})
+    lv = rs.for_bed("4A", "1").by_name["hr.high"].levels[0]
+    assert replace(lv, priority="low") == rs.for_bed("4B", "1").by_name["hr.high"].levels[0]
