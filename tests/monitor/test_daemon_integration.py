@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from monitor.ruleset import parse_overrides
 from monitor.spool import Spool
 from tests.conftest import RunningDaemon, daemon_settings, services_mod
 from tests.monitor.helpers import eventually, influxql, mqtt_client, publish
@@ -80,27 +83,92 @@ async def test_hr_140_for_bed_12_alarms_on_mqtt_lands_in_influx_and_moves_metric
     assert await eventually(scraped, "Prometheus to scrape the alarm gauge") == 1.0
 
 
-async def test_resolving_and_moving_between_bands(running: RunningDaemon) -> None:
-    url = running.settings.mqtt.url
-    t0 = time.time() - 60
-    hr = [80, 115, 135, 90]
+async def test_ack_over_mqtt_is_audited_survives_a_restart_and_last_will_alarms(
+    services: Any, tmp_path: Path
+) -> None:
+    settings = daemon_settings(services, tmp_path)
+    # stale HR after 3 s instead of 60, so the wall-clock check shows within the test
+    settings = replace(settings, rules={"*": parse_overrides(
+        {"hr.stale": {"threshold": 3.0}}, "test")})
+    url = settings.mqtt.url
+    rd = RunningDaemon(settings)
+    await rd.start()
+    now = time.time()
     async with mqtt_client(url) as sub:
-        await sub.subscribe("wardwatch/v1/alerts/4B/3", qos=1)
+        await sub.subscribe("wardwatch/v1/alerts/4B/#", qos=1)
+        await sub.subscribe("wardwatch/v1/deadletter", qos=1)
         await publish(url, "wardwatch/v1/obs/4B/3", {"obs": [
-            {"metric": "hr", "t": t0 + 5 * i, "v": v, "unit": "/min"} for i, v in enumerate(hr)]})
-        events = []
+            {"metric": "sbp", "t": now - 10, "v": 84, "unit": "mm[Hg]"}]})
+        async with asyncio.timeout(30):
+            fired = orjson.loads((await anext(sub.messages)).payload)  # type: ignore[arg-type]
+        assert (fired["code"], fired["state"]) == ("sbp.news2.3", "firing")
+        await publish(url, "wardwatch/v1/ack/4B/3", {"id": "0000", "by": "nurse.kim",
+                                                     "action": "ack"})
+        await publish(url, "wardwatch/v1/ack/4B/3", {"id": fired["id"], "by": "nurse.kim",
+                                                     "action": "snooze", "snooze_s": 900,
+                                                     "reason": "doctor informed"})
+        got: dict[str, Any] = {}
         async with asyncio.timeout(30):
             async for msg in sub.messages:
-                assert isinstance(msg.payload, bytes)
-                events.append(orjson.loads(msg.payload))
-                if len(events) == 4:
+                body = orjson.loads(msg.payload)  # type: ignore[arg-type]
+                got["dead" if msg.topic.matches("wardwatch/v1/deadletter") else "ack"] = body
+                if len(got) == 2:
                     break
-    assert [(e["code"], e["state"]) for e in events] == [
-        ("hr.news2.2", "firing"), ("hr.news2.2", "resolved"),
-        ("hr.news2.3", "firing"), ("hr.news2.3", "resolved"),
-    ]
-    assert events[0]["id"] == events[1]["id"] and events[2]["id"] == events[3]["id"]
-    assert running.metric("wardwatch_alarms_active", {"ward": "4B", "priority": "high"}) == 0
+    assert got["dead"]["reason"] == "unknown_alarm"
+    assert (got["ack"]["id"], got["ack"]["state"]) == (fired["id"], "acknowledged")
+    assert "snoozed 15 min by nurse.kim: doctor informed" in got["ack"]["message"]
+    assert rd.metric("wardwatch_commands_total", {"kind": "ack", "outcome": "rejected"}) == 1
+    await rd.stop()
+
+    # A new process on the same store: the snoozed alarm stays snoozed and silent
+    await rd.start()
+    assert rd.daemon is not None
+    (active,) = [a for a, _ in rd.daemon.processor.alarms.active() if a.ward == "4B"]
+    assert (active.id, active.state) == (fired["id"], "acknowledged")
+    async with mqtt_client(url) as sub:
+        await sub.subscribe("wardwatch/v1/alerts/4B/#", qos=1)
+        await publish(url, "wardwatch/v1/obs/4B/3", {"obs": [
+            {"metric": "sbp", "t": time.time(), "v": 83, "unit": "mm[Hg]"}]})
+        # HR on bed 4 stops after one sample: stale on the wall clock after 3 s
+        await publish(url, "wardwatch/v1/obs/4B/4", {"obs": [
+            {"metric": "hr", "t": time.time(), "v": 75, "unit": "/min"}]})
+        async with asyncio.timeout(30):
+            stale = orjson.loads((await anext(sub.messages)).payload)  # type: ignore[arg-type]
+        # nothing for bed 3 came first: the snoozed alarm did not fire again
+        assert (stale["bed"], stale["code"], stale["state"]) == ("4", "hr.stale", "firing")
+
+        # a bedside device dies without saying goodbye: the broker publishes its will
+        device = await asyncio.to_thread(_connect_device_with_will, url, "4B", "5")
+        await asyncio.to_thread(_drop_connection, device)
+        async with asyncio.timeout(30):
+            will = orjson.loads((await anext(sub.messages)).payload)  # type: ignore[arg-type]
+        assert (will["bed"], will["code"], will["state"]) == ("5", "device.offline", "firing")
+    await rd.stop()
+
+    with sqlite3.connect(tmp_path / "alarms.db") as db:
+        audit = db.execute("SELECT action, by, detail FROM audit WHERE alarm_id = ? ORDER BY seq",
+                           (fired["id"],)).fetchall()
+    assert [(a, b) for a, b, _ in audit] == [("firing", "wardwatch"), ("snoozed", "nurse.kim")]
+    assert "doctor informed" in audit[1][2]
+
+
+def _connect_device_with_will(url: str, ward: str, bed: str) -> Any:
+    """A bedside device as paho sees it: a last will on its status topic."""
+    import paho.mqtt.client as paho
+
+    host, port = url.removeprefix("mqtt://").split(":")
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"device-{ward}-{bed}")
+    c.will_set(f"wardwatch/v1/status/{ward}/{bed}", b"offline", qos=1)
+    c.connect(host, int(port), keepalive=5)
+    c.loop_start()
+    c.publish(f"wardwatch/v1/status/{ward}/{bed}", b"online", qos=1).wait_for_publish(10)
+    return c
+
+
+def _drop_connection(c: Any) -> None:
+    """Close the socket under paho, as a crash or a pulled cable would: no DISCONNECT."""
+    c.loop_stop()
+    c.socket().close()
 
 
 async def test_bad_input_is_counted_dead_lettered_and_harms_no_other_stream(
@@ -205,7 +273,7 @@ async def test_persistent_session_receives_what_arrived_while_stopped_and_keeps_
     async with mqtt_client(url) as sub:
         await sub.subscribe("wardwatch/v1/alerts/6D/2", qos=1)
         await publish(url, "wardwatch/v1/obs/6D/2", {"obs": [
-            {"metric": "hr", "t": now + 5, "v": 140, "unit": "/min"}]})
+            {"metric": "hr", "t": now + 5 * k, "v": 140, "unit": "/min"} for k in range(1, 12)]})
         await rd.start()
         async with asyncio.timeout(30):
             msg = await anext(sub.messages)
@@ -220,9 +288,9 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
     url = running.settings.mqtt.url
     now = time.time()
     await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
-        {"metric": "hr", "t": now, "v": 140, "unit": "/min"}]})
+        {"metric": "sbp", "t": now, "v": 95, "unit": "mm[Hg]"}]})
     await eventually(lambda: (running.metric("wardwatch_alarm_events_total", {
-        "ward": "7E", "priority": "high", "state": "firing"}) >= 1), "the first alarm")
+        "ward": "7E", "priority": "medium", "state": "firing"}) >= 1), "the first alarm")
 
     port = services.started["mosquitto"].port
     services.stop(("mosquitto",))
@@ -236,8 +304,8 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
         await sub.subscribe("wardwatch/v1/alerts/7E/4", qos=1)
         # Same band after the restart: no new alarm. Back to normal: the same alarm resolves.
         await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
-            {"metric": "hr", "t": now + 5, "v": 142, "unit": "/min"},
-            {"metric": "hr", "t": now + 10, "v": 80, "unit": "/min"}]})
+            {"metric": "sbp", "t": now + 60, "v": 96, "unit": "mm[Hg]"},
+            {"metric": "sbp", "t": now + 120, "v": 125, "unit": "mm[Hg]"}]})
         events = []
         async with asyncio.timeout(30):
             async for msg in sub.messages:
@@ -248,8 +316,8 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
     # The first alarm may arrive again here: if the broker went down before it was
     # acknowledged, it was spooled and redelivered (at least once, never lost).
     *before, resolved = events
-    assert all((e["state"], e["value"]) == ("firing", 140) for e in before)
-    assert (resolved["code"], resolved["value"]) == ("hr.news2.3", 80)
+    assert all((e["state"], e["value"]) == ("firing", 95) for e in before)
+    assert (resolved["code"], resolved["value"]) == ("sbp.news2.2", 125)
 
 
 async def test_v2_api_against_influxdb_1_6_spools_and_counts_instead_of_losing(
