@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "dev"))
 import services as services_mod  # noqa: E402
 
+WEBHOOK_PORT = services_mod.free_port()
+
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -35,7 +37,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     A service that cannot start is an error, never a skip.
     """
-    svc = services_mod.Services(tmp_path_factory.mktemp("services"))
+    # Alertmanager sends to a webhook the alerting test serves on WEBHOOK_PORT; the
+    # deploy/prometheus rules load as they are, with `for:` cut to 1 s so a test sees
+    # an alert fire without waiting minutes.
+    svc = services_mod.Services(tmp_path_factory.mktemp("services"),
+                                webhook=f"http://127.0.0.1:{WEBHOOK_PORT}/alerts",
+                                rules_for="1s")
     try:
         svc.start()
         yield svc

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -115,10 +116,12 @@ class Services:
     the pids so that ``stop`` works from another process.
     """
 
-    def __init__(self, root: str | Path | None = None, *, webhook: str | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, webhook: str | None = None,
+                 rules_for: str | None = None) -> None:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="wardwatch-svc-"))
         self.root.mkdir(parents=True, exist_ok=True)
-        self.webhook = webhook
+        self.webhook = webhook  # Alertmanager's receiver
+        self.rules_for = rules_for  # replaces every `for:` of deploy/prometheus/*.rules.yml
         self.started: dict[str, Service] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -279,6 +282,14 @@ receivers:
         if not targets.exists():
             targets.write_text("[]")
         rules = sorted(str(p) for p in (REPO / "deploy" / "prometheus").glob("*.rules.yml"))
+        if self.rules_for is not None:  # tests: the same rules, with every `for:` shortened
+            copies = []
+            for src in rules:
+                dst = data / Path(src).name
+                dst.write_text(re.sub(r"(?m)^(\s*for:\s*)\S+", rf"\g<1>{self.rules_for}",
+                                      Path(src).read_text()))
+                copies.append(str(dst))
+            rules = copies
         am = self.started.get("alertmanager")
         alerting = (
             f"""alerting:

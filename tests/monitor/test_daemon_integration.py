@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiohttp import web
 
 from monitor.ruleset import parse_overrides
 from monitor.spool import Spool
-from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.conftest import WEBHOOK_PORT, RunningDaemon, daemon_settings, services_mod
 from tests.monitor.helpers import eventually, influxql, mqtt_client, publish
 
 pytestmark = pytest.mark.integration
@@ -354,3 +356,53 @@ async def test_bed_multivariate_score_reaches_influx(running: RunningDaemon) -> 
 
     got = await eventually(rows, "the bed's anomaly score in InfluxDB")
     assert len(got) == 1 and 0.0 <= got[0]["score"] <= 1.0
+
+
+def test_prometheus_rules_and_alertmanager_config_are_valid() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for cmd in (["/usr/bin/promtool", "check", "rules",
+                 str(repo / "deploy/prometheus/wardwatch.rules.yml")],
+                ["/usr/bin/amtool", "check-config",
+                 str(repo / "deploy/alertmanager/alertmanager.yml")]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+async def test_failing_history_writes_page_through_prometheus_and_alertmanager(
+    services: Any, tmp_path: Path
+) -> None:
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def hook(request: web.Request) -> web.Response:
+        await received.put(await request.json())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/alerts", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", WEBHOOK_PORT).start()
+    # InfluxDB "down": nothing listens on this port, so history is spooled
+    settings = daemon_settings(services, tmp_path,
+                               url=f"http://127.0.0.1:{services_mod.free_port()}")
+    rd = RunningDaemon(settings)
+    await rd.start()
+    try:
+        assert rd.daemon is not None and rd.daemon.metrics_port is not None
+        services.set_scrape_targets([f"127.0.0.1:{rd.daemon.metrics_port}"])
+        await publish(settings.mqtt.url, "wardwatch/v1/obs/8F/1", {"obs": [
+            {"metric": "hr", "t": time.time(), "v": 80, "unit": "/min"}]})
+        firing: dict[str, Any] | None = None
+        async with asyncio.timeout(90):
+            while firing is None:
+                note = await received.get()
+                firing = next((a for a in note["alerts"] if a["status"] == "firing"
+                               and a["labels"]["alertname"] == "WardwatchHistoryWritesFailing"),
+                              None)
+        assert firing["labels"]["sink"] == "influxdb"
+        assert firing["labels"]["severity"] == "warning"
+        assert "spooled on disk" in firing["annotations"]["description"]
+    finally:
+        services.set_scrape_targets([])
+        await rd.stop()
+        await runner.cleanup()
