@@ -73,10 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     p_score.add_argument("--input", required=True, metavar="IN.csv")
     p_score.add_argument("--output", required=True, metavar="OUT.csv")
     p_score.add_argument("--unit", help="UCUM unit of the values (default: canonical)")
+    p_alarms = sub.add_parser(
+        "alarms", help="the alarm burden per bed and rule, or the audit log, from the store")
+    p_alarms.add_argument("what", choices=["burden", "audit"])
+    p_alarms.add_argument("--config", metavar="FILE", help="TOML settings (for [store] dir)")
+    p_alarms.add_argument("--store", metavar="DIR", help="state directory (alarms.db)")
+    p_alarms.add_argument("--days", type=float, default=1.0, help="burden window (default 1)")
+    p_alarms.add_argument("--ward", help="audit: only this ward")
+    p_alarms.add_argument("--limit", type=int, default=50, help="audit: newest N lines")
+    p_alarms.add_argument("--json", action="store_true", help="JSON instead of a table")
     args = parser.parse_args(argv)
 
     if args.command == "score":
         return _score(args)
+    if args.command == "alarms":
+        return _alarms(args)
     try:
         settings = load(args.config, overrides=_overrides(args))
     except WardwatchError as exc:
@@ -102,6 +113,54 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _alarms(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from monitor.alarmstore import AlarmStore
+
+    try:
+        store_dir = args.store or load(args.config).store.dir
+        path = Path(store_dir).expanduser() / "alarms.db"
+        if not path.exists():
+            raise WardwatchError(f"no alarm store at {path}")
+        store = AlarmStore(path)
+    except WardwatchError as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 2
+    if args.what == "burden":
+        rows = [asdict(b) for b in store.burden(args.days)]
+        cols = ["ward", "bed", "code", "priority", "alarms", "per_day"]
+    else:
+        rows = store.audit_log(ward=args.ward, limit=args.limit)
+        cols = ["clock", "ward", "bed", "code", "priority", "action", "by", "detail"]
+    store.close()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    title = (f"alarms fired per bed and rule, last {args.days:g} day(s)" if args.what == "burden"
+             else "audit log, newest first")
+    table = Table(*cols, title=title)
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r[c]
+            if c == "clock":
+                v = datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            elif c == "per_day":
+                v = f"{v:.1f}"
+            cells.append(str(v))
+        table.add_row(*cells)
+    Console().print(table)
     return 0
 
 

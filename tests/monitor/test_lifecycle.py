@@ -308,3 +308,25 @@ def test_rule_overrides_must_nest() -> None:
     rs = RuleSet({"4A": parse_overrides({"hr.news2.1": {"priority": "medium"}}, "t")})
     lv = rs.for_bed("4A", "1").by_name["hr.high"].levels[0]
     assert replace(lv, priority="low") == rs.for_bed("4B", "1").by_name["hr.high"].levels[0]
+
+
+def test_alarm_burden_per_bed_and_rule_from_the_store_and_the_cli(tmp_path: Path) -> None:
+    w = Ward(store=tmp_path / "alarms.db")
+    for k in range(3):  # three SBP episodes on bed 1, one on bed 2
+        w.obs("sbp", [k * 1800.0, k * 1800.0 + 900], [95.0, 130.0])
+    w.obs("sbp", [0.0], [95.0], bed="2")
+    assert w.store is not None
+    burden = w.store.burden(days=1, now=T0 + 86_400)
+    assert [(b.bed, b.code, b.alarms) for b in burden] == [
+        ("1", "sbp.news2.2", 3), ("2", "sbp.news2.2", 1)]
+    assert burden[0].per_day == 3.0
+    w.store.close()
+    import contextlib as cl
+    import io
+
+    from monitor.cli import main
+    buf = io.StringIO()
+    with cl.redirect_stdout(buf):
+        assert main(["alarms", "audit", "--store", str(tmp_path), "--json", "--limit", "2"]) == 0
+    lines = orjson.loads(buf.getvalue())
+    assert [(x["bed"], x["action"]) for x in lines] == [("2", "firing"), ("1", "resolved")]
