@@ -46,3 +46,23 @@ def test_priorities_follow_subscore() -> None:
     assert NEWS2_PULSE.bands[NEWS2_PULSE.band_of(120)].priority == "medium"
     assert NEWS2_PULSE.bands[NEWS2_PULSE.band_of(100)].priority == "low"
     assert ADA_GLUCOSE.bands[ADA_GLUCOSE.band_of(50)].priority == "high"
+
+
+def test_the_readme_rule_table_is_the_rule_set() -> None:
+    from pathlib import Path
+
+    from monitor.ruleset import DEFAULT_RULES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Rule set", 1)[1].split("\n\n* ", 1)[0]
+    documented = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            code, rule = cells[0].strip("`"), cells[1].strip("`")
+            documented.add((rule.replace("{metric}", "hr"), code.replace("{metric}", "hr"),
+                            cells[3], float(cells[4]), float(cells[5])))
+    actual = {(r.name, lv.code, lv.priority, lv.delay_s, lv.hysteresis)
+              for r in DEFAULT_RULES for lv in r.levels
+              if r.signal not in ("stale", "flat") or r.source == "hr"}
+    assert documented == actual
