@@ -477,7 +477,8 @@ class AlarmEngine:
             evs += self.feed((ward, bed, rule.name), rule, t, v, now, v, fc, shown)
         for rule in br.get("tlo", name):
             reached = _REACHED.get(name)
-            if reached is not None and reached.enters(v):
+            if reached is not None and (reached.enters(v) or self._alarm_at_or_beyond(
+                    ward, bed, value_rules, reached.code)):
                 minutes, note = math.inf, f"{shown}: threshold reached"
             else:
                 minutes = tlo / 60.0 if tlo == tlo else math.inf
@@ -513,6 +514,18 @@ class AlarmEngine:
         if name in ("hr", "sbp"):
             evs += self._bed_level(br, ward, bed, t, now)
         return evs
+
+    def _alarm_at_or_beyond(self, ward: str, bed: str, rules: tuple[Rule, ...],
+                            code: str) -> bool:
+        """Whether a value rule's active alarm (latched too) is ``code`` or more severe."""
+        for rule in rules:
+            gs = self.groups.get((ward, bed, rule.name))
+            at = rule.level_index(code)
+            if gs is not None and gs.alarm is not None and at is not None:
+                cur = rule.level_index(gs.alarm.code)
+                if cur is not None and cur >= at:
+                    return True
+        return False
 
     def _bed_level(self, br: BedRules, ward: str, bed: str, t: float,
                    now: float) -> list[AlarmEvent]:

@@ -330,3 +330,23 @@ def test_alarm_burden_per_bed_and_rule_from_the_store_and_the_cli(tmp_path: Path
         assert main(["alarms", "audit", "--store", str(tmp_path), "--json", "--limit", "2"]) == 0
     lines = orjson.loads(buf.getvalue())
     assert [(x["bed"], x["action"]) for x in lines] == [("2", "firing"), ("1", "resolved")]
+
+
+def test_predicted_sbp_low_hands_over_to_the_value_alarm_and_stays_quiet_while_it_latches(
+) -> None:
+    w = Ward(settings=AlarmSettings(escalate_high_s=0, escalate_medium_s=0))
+    ts = np.arange(0, 8 * 900.0, 900.0)  # NIBP every 15 min, stable for 2 h
+    assert w.obs("sbp", ts, [130, 129, 131, 130, 128, 130, 129, 130]) == []
+    fall = ts[-1] + 900 * np.arange(1, 8)
+    assert w.obs("sbp", fall, [120, 108, 96, 86, 92, 95, 96]) == [
+        (8100.0, "sbp.news2.1", "firing"),
+        (9000.0, "sbp.news2.1", "resolved"),
+        (9000.0, "sbp.news2.2", "firing"),
+        (9000.0, "sbp.low.predicted", "firing"),  # 96 now, ≤ 90 predicted within 15 min
+        (9900.0, "sbp.news2.2", "resolved"),
+        (9900.0, "sbp.news2.3", "firing"),
+        (9900.0, "sbp.low.predicted", "resolved"),  # the value alarm takes over
+        # 92, 95, 96 afterwards: sbp.news2.3 is latched (nobody acknowledged it), so the
+        # prediction has nothing to add, and sbp.news2.2 waits behind the latch
+    ]
+    assert "threshold reached" in w.raw[-1]["message"]
