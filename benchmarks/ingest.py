@@ -48,16 +48,20 @@ c.disconnect()
 """
 
 
-def build_messages(n: int, per_msg: int, beds: int = 200) -> list[tuple[str, str]]:
+def build_messages(n: int, per_msg: int, beds: int = 200,
+                   unwell: float = 0.0) -> list[tuple[str, str]]:
     rng = np.random.default_rng(1)
     t0 = time.time() - 3600
     out = []
+    sick = round(unwell * beds)
     for i in range(n):
         bed = i % beds
         step = i // beds
-        # 60-88 /min: inside NEWS2's normal band, so no alarm traffic muddies the figure
+        # 60-88 /min: inside NEWS2's normal band, no alarm traffic; the first `sick` beds
+        # run at 112-124 /min, so their alarm machines are busy on every sample
+        lo, hi = (112, 125) if bed < sick else (60, 89)
         obs = [{"metric": "hr", "t": t0 + (step * per_msg + k) * 1.0,
-                "v": int(rng.integers(60, 89)), "unit": "/min"} for k in range(per_msg)]
+                "v": int(rng.integers(lo, hi)), "unit": "/min"} for k in range(per_msg)]
         out.append((f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps({"obs": obs}).decode()))
     return out
 
@@ -121,13 +125,15 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=40_000)
     ap.add_argument("--obs-per-message", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--unwell", type=float, default=0.0,
+                    help="fraction of beds with tachycardia (alarm engine busy), default 0")
     args = ap.parse_args()
     svc = Services()
     svc.start(("mosquitto",))
     port = svc.started["mosquitto"].port
     try:
         for per in args.obs_per_message:
-            msgs = build_messages(args.messages, per)
+            msgs = build_messages(args.messages, per, unwell=args.unwell)
             with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:
                 fh.write(orjson.dumps(msgs))
                 path = Path(fh.name)
@@ -135,7 +141,8 @@ async def main() -> None:
             ww = await wardwatch(port, path, len(msgs) * per)
             path.unlink()
             n = len(msgs)
-            print(f"{per:>2} obs/message, {n} messages: do-nothing subscriber "
+            print(f"{per:>2} obs/message, {n} messages, {args.unwell:.0%} unwell: "
+                  f"do-nothing subscriber "
                   f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
                   f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
     finally:

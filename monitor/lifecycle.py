@@ -63,7 +63,7 @@ from monitor.scoring import (
 )
 from monitor.scoring import _layout as L
 from monitor.scoring.params import PARAMS
-from monitor.vitals import METRICS
+from monitor.vitals import METRIC_IDS, METRICS
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,10 @@ class AlarmEngine:
         self.groups: dict[GroupKey, GroupState] = {}  # non-idle machines only
         self.by_id: dict[str, GroupKey] = {}
         self.hot: Counter[BedKey] = Counter()  # non-idle machines per bed
-        self.latest: dict[BedKey, dict[str, tuple[float, float]]] = {}  # accepted (t, v)
+        # newest accepted (t, v) per stream row, as of the sample being judged
+        self._lat_t: Any = np.empty(0)
+        self._lat_v: Any = np.empty(0)
+        self._streams: StreamTable | None = None
         self.drift: dict[tuple[str, str, str], tuple[float, float]] = {}  # last decision t, slope
         # clock of the bed's last admission or discharge: streams not heard from since
         # are the previous patient's, and are not expected (no stale-data alarm)
@@ -406,6 +409,7 @@ class AlarmEngine:
         if n == 0:
             return []
         keys = streams.keys
+        self._grow(streams)
         status = batch.status
         known = batch.metric < len(METRICS)  # generic streams raise nothing
         metric = np.where(known, batch.metric, len(METRICS))
@@ -413,25 +417,37 @@ class AlarmEngine:
                    | (batch.out[:, L.O_TLO] <= 3600.0)
                    | (np.abs(batch.out[:, L.O_SLOPE]) >= _SLOPE_OF_NOTE[metric])) & known
         beds: set[BedKey] = {keys[s][:2] for s in np.unique(batch.sid[flagged]).tolist()}
-        sids = np.unique(batch.sid[known]).tolist()
-        for s in sids:
-            bk = keys[s][:2]
-            if bk not in beds and (bk in self.hot or self.rules.for_bed(*bk).custom):
-                beds.add(bk)
+        beds |= self.hot.keys() | self.rules.custom_beds()
+        if self.rules.custom_wards:  # ward-wide custom thresholds: every bed of the ward
+            for s in np.unique(batch.sid[known]).tolist():
+                bk = keys[s][:2]
+                if bk not in beds and self.rules.for_bed(*bk).custom:
+                    beds.add(bk)
         events: list[tuple[int, AlarmEvent]] = []
+        visited = np.zeros(batch.sid.shape, dtype=bool)
         if beds:
-            chosen = [s for s in sids if keys[s][:2] in beds]
-            rows = np.flatnonzero(np.isin(batch.sid, chosen))
+            chosen = [s for ward, bed in beds for m in range(len(METRICS))
+                      if (s := streams.find(ward, bed, m)) is not None]
+            visited = np.isin(batch.sid, chosen) & known
+            rows = np.flatnonzero(visited)
             rows = rows[np.argsort(batch.t[rows], kind="stable")]
             events = self._rows(batch, streams, rows, clock)
         # everyone else: newest accepted values, for the next batch's bed-level rules
-        for s in sids:
-            ward, bed, mid = keys[s]
-            if (ward, bed) not in beds and not math.isnan(streams.value_t[s]):
-                self.latest.setdefault((ward, bed), {})[_NAMES[mid]] = (
-                    float(streams.value_t[s]), float(streams.value[s]))
+        rest = np.unique(batch.sid[known & ~visited])
+        self._lat_t[rest] = streams.value_t[rest]
+        self._lat_v[rest] = streams.value[rest]
         events.sort(key=lambda ie: ie[1].t)
         return events
+
+    def _grow(self, streams: StreamTable) -> None:
+        self._streams = streams
+        n = len(streams)
+        if n > self._lat_t.size:
+            size = max(256, 2 * n)
+            t, v = np.full(size, np.nan), np.full(size, np.nan)
+            t[:self._lat_t.size] = self._lat_t
+            v[:self._lat_v.size] = self._lat_v
+            self._lat_t, self._lat_v = t, v
 
     def _rows(self, batch: ScoredBatch, streams: StreamTable, rows: Any,
               clock: float | None) -> list[tuple[int, AlarmEvent]]:
@@ -461,6 +477,8 @@ class AlarmEngine:
                 evs += self.feed((ward, bed, rule.name), rule, t, flat, now, v, None,
                                  f"{_SPEC[name].label} {_fmt(v)} {_SPEC[name].unit}")
             if not st & (ARTIFACT | FLATLINE):
+                self._lat_t[sid] = t
+                self._lat_v[sid] = v
                 evs += self._accepted(br, ward, bed, name, t, v, st, tlo, slope, fcast, now)
             events.extend((i, ev) for ev in evs)
         return events
@@ -471,7 +489,6 @@ class AlarmEngine:
         spec = _SPEC[name]
         shown = f"{spec.label} {_fmt(v)} {spec.unit}"
         evs: list[AlarmEvent] = []
-        self.latest.setdefault((ward, bed), {})[name] = (t, v)
         value_rules = br.get("value", name)
         for rule in value_rules:
             evs += self.feed((ward, bed, rule.name), rule, t, v, now, v, fc, shown)
@@ -529,8 +546,12 @@ class AlarmEngine:
 
     def _bed_level(self, br: BedRules, ward: str, bed: str, t: float,
                    now: float) -> list[AlarmEvent]:
-        latest = self.latest.get((ward, bed), {})
-        fresh = {m: tv[1] for m, tv in latest.items() if t - tv[0] <= _FRESH_S[m]}
+        fresh: dict[str, float] = {}
+        streams = self._streams
+        for m in ("hr", "sbp"):
+            s = None if streams is None else streams.find(ward, bed, METRIC_IDS[m])
+            if s is not None and t - self._lat_t[s] <= _FRESH_S[m]:  # NaN: never seen
+                fresh[m] = float(self._lat_v[s])
         evs: list[AlarmEvent] = []
         parts = []
         total = 0
@@ -690,7 +711,11 @@ class AlarmEngine:
         self.rules.set_patient(ward, bed, None)
         self.admissions.pop((ward, bed), None)
         self.monitored_since[(ward, bed)] = clock
-        self.latest.pop((ward, bed), None)
+        if self._streams is not None:
+            for m in range(len(METRICS)):
+                s = self._streams.find(ward, bed, m)
+                if s is not None and s < self._lat_t.size:
+                    self._lat_t[s] = np.nan
         self.audit.append(AuditEntry(clock, ward, bed, "", "", "", "discharged", "admission",
                                      ""))
         if self.store is not None:

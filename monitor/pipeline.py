@@ -26,6 +26,7 @@ from monitor.vitals import METRIC_IDS, METRICS
 from monitor.wire import (
     DEADLETTER_TOPIC,
     DEFAULT_LIMITS,
+    OBS_PREFIX,
     Command,
     Limits,
     Rejection,
@@ -111,7 +112,7 @@ class Processor:
         recv: list[float] = []
         m = self.metrics
         for topic, payload, now in messages:
-            kind = control_kind(topic)
+            kind = None if topic.startswith(OBS_PREFIX) else control_kind(topic)
             if kind is not None:
                 self._command(decode_command(topic, payload), topic, payload, now, out)
                 continue

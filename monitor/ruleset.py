@@ -296,6 +296,10 @@ def _resolve(overrides: Iterable[Overrides]) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _custom(layer: Overrides) -> bool:
+    return any(ov.threshold is not None or ov.enabled is False for ov in layer.values())
+
+
 def _fields(o: Override) -> tuple[Any, ...]:
     return (o.enabled, o.priority, o.threshold, o.hysteresis, o.delay_s)
 
@@ -338,6 +342,9 @@ class RuleSet:
         self._cache: dict[tuple[str, str], BedRules] = {}
         self.patients: dict[tuple[str, str], Overrides] = {}
         self.version = 0  # bumped whenever a bed's rules change
+        # thresholds moved or levels disabled for whole wards: their beds cannot take the
+        # quiet-sample shortcut (see AlarmEngine.update)
+        self.custom_wards = any(_custom(layer) for layer in self.wards.values())
         self.default = self.for_bed("", "")  # validates the ward layers' nesting
 
     def set_patient(self, ward: str, bed: str, overrides: Overrides | None) -> BedRules:
@@ -350,14 +357,17 @@ class RuleSet:
         self.version += 1
         return self.for_bed(ward, bed)
 
+    def custom_beds(self) -> set[tuple[str, str]]:
+        """Beds whose patient overrides move thresholds or disable levels."""
+        return {bed for bed, layer in self.patients.items() if _custom(layer)}
+
     def for_bed(self, ward: str, bed: str) -> BedRules:
         found = self._cache.get((ward, bed))
         if found is not None:
             return found
         layers = [self.wards.get("*", {}), self.wards.get(ward, {}),
                   self.patients.get((ward, bed), {})]
-        custom = any(ov.threshold is not None or ov.enabled is False
-                     for layer in layers for ov in layer.values())
+        custom = any(_custom(layer) for layer in layers)
         rules = BedRules(_resolve(layers), custom=custom)
         self._cache[(ward, bed)] = rules
         return rules
