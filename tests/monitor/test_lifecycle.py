@@ -350,3 +350,20 @@ def test_predicted_sbp_low_hands_over_to_the_value_alarm_and_stays_quiet_while_i
         # prediction has nothing to add, and sbp.news2.2 waits behind the latch
     ]
     assert "threshold reached" in w.raw[-1]["message"]
+
+
+def test_the_station_acknowledges_through_the_same_code() -> None:
+    w = Ward()
+    w.obs("map", [0.0], [60.0])
+    aid = w.alarm_id("map.low")
+    out, error = w.p.acknowledge("4A", "1", {"id": aid, "by": "nurse.kim", "action": "ack",
+                                             "reason": "fluids started"}, T0 + 30)
+    assert error is None
+    assert w._events(out.mqtt) == [(30.0, "map.low", "acknowledged")]
+    assert ["a", w.raw[-1]] in out.history  # and to history, like every event
+    out, error = w.p.acknowledge("4A", "1", {"id": aid, "by": "nurse.kim", "action": "ack"},
+                                 T0 + 31)
+    assert error is None  # acknowledging again is allowed (it restarts nothing)
+    out, error = w.p.acknowledge("4A", "1", {"id": "gone", "by": "kim", "action": "ack"},
+                                 T0 + 32)
+    assert error is not None and "no active alarm" in error and out.mqtt == []
