@@ -736,10 +736,12 @@ class AlarmEngine:
 
     # -- views ---------------------------------------------------------------------
     def active(self) -> list[tuple[AlarmEvent, GroupState]]:
-        return [(gs.alarm, gs) for gs in self.groups.values() if gs.alarm is not None]
+        # list() copies in one C call: safe against the event loop changing the dict
+        # while the metrics thread (counts) reads it
+        return [(a, gs) for gs in list(self.groups.values()) if (a := gs.alarm) is not None]
 
     def counts(self) -> Counter[tuple[str, str]]:
-        """Active alarms by (ward, priority)."""
+        """Active alarms by (ward, priority); called from the /metrics thread."""
         return Counter((a.ward, a.priority) for a, _ in self.active())
 
 
