@@ -82,8 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     p_alarms.add_argument("--ward", help="audit: only this ward")
     p_alarms.add_argument("--limit", type=int, default=50, help="audit: newest N lines")
     p_alarms.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p_users = sub.add_parser("users", help="station page accounts: add or list")
+    p_users.add_argument("action", choices=["add", "list"])
+    p_users.add_argument("username", nargs="?")
+    p_users.add_argument("--role", choices=["viewer", "nurse", "admin"], default="nurse")
+    p_users.add_argument("--password-stdin", action="store_true",
+                         help="read the password from standard input (default: prompt)")
+    p_users.add_argument("--reset", action="store_true",
+                         help="replace an existing user's password and role")
+    p_users.add_argument("--config", metavar="FILE", help="TOML settings (for [store] dir)")
+    p_users.add_argument("--store", metavar="DIR", help="state directory (station.db)")
     args = parser.parse_args(argv)
 
+    if args.command == "users":
+        return _users(args)
     if args.command == "score":
         return _score(args)
     if args.command == "alarms":
@@ -113,6 +125,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    import getpass
+    from pathlib import Path
+
+    from monitor.station.auth import Accounts
+
+    try:
+        store_dir = args.store or load(args.config).store.dir
+        accounts = Accounts(Path(store_dir).expanduser() / "station.db")
+        if args.action == "list":
+            for name, role in accounts.users():
+                print(f"{name}\t{role}")
+            return 0
+        if not args.username:
+            raise WardwatchError("users add: give a username")
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"password for {args.username}: ")
+            if getpass.getpass("again: ") != password:
+                raise WardwatchError("the passwords differ")
+        accounts.add_user(args.username, password, args.role, replace=args.reset)
+    except WardwatchError as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 2
+    print(f"user {args.username} ({args.role}) saved in {accounts.path}", file=sys.stderr)
     return 0
 
 

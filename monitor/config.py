@@ -69,6 +69,10 @@ class MetricsSettings:
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 0  # the station page; 0: not served
+    secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
+    session_idle_s: float = 1800.0  # a station session ends after this long unused
+    session_max_s: float = 43200.0  # ... and this long after sign-in (a 12 h shift)
+    trend_hours: float = 24.0  # per-minute trends kept in memory for the page
 
 
 @dataclass(frozen=True, slots=True)

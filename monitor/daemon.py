@@ -12,7 +12,6 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,8 @@ from monitor.pipeline import Output, Processor
 from monitor.ruleset import RuleSet
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
 from monitor.spool import Sink, Spool, SpooledWriter
-from monitor.vitals import METRICS
+from monitor.station.auth import Accounts
+from monitor.station.web import Station
 from monitor.wire import CONTROL_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,10 @@ class Daemon:
         self.alarm_store = AlarmStore(store / "alarms.db")
         engine = AlarmEngine(RuleSet(settings.rules), settings.alarms, store=self.alarm_store,
                              system_bed=settings.mqtt.client_id)
-        self.processor = Processor(self.metrics, settings.ingest.limits(), engine)
+        self.processor = Processor(self.metrics, settings.ingest.limits(), engine,
+                                   trend_hours=settings.http.trend_hours)
+        self.accounts = Accounts(store / "station.db", idle_s=settings.http.session_idle_s,
+                                 max_s=settings.http.session_max_s)
         self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue(settings.ingest.queue_size)
         self.subscribed = asyncio.Event()
         self.metrics.views.queues["ingest"] = self.raw.qsize
@@ -201,45 +204,14 @@ class Daemon:
             "streams": len(self.processor.streams),
         })
 
-    async def _beds(self, _: web.Request) -> web.Response:
-        """Latest value per stream and the active alarms, per bed."""
-        st = self.processor.streams
-        beds: dict[str, dict[str, Any]] = {}
-        for i, (ward, bed, mid) in enumerate(st.keys):
-            entry = beds.setdefault(f"{ward}/{bed}", {"ward": ward, "bed": bed, "vitals": {},
-                                                       "alarms": []})
-            entry["vitals"][METRICS[mid].name] = {
-                "value": float(st.value[i]), "t": float(st.value_t[i]), "unit": METRICS[mid].unit,
-            }
-        for (ward, bed), (t, score) in self.processor.bed_scores.items():
-            beds[f"{ward}/{bed}"]["anomaly"] = {"score": score, "t": t}
-        for view in self._alarm_views():
-            entry = beds.setdefault(f"{view['ward']}/{view['bed']}", {
-                "ward": view["ward"], "bed": view["bed"], "vitals": {}, "alarms": []})
-            entry["alarms"].append(view)
-        return web.json_response(sorted(beds.values(), key=lambda b: (b["ward"], b["bed"])))
-
-    def _alarm_views(self) -> list[dict[str, Any]]:
-        views = []
-        for ev, gs in self.processor.alarms.active():
-            d = asdict(ev)
-            d.update(latched=gs.latched, escalated=gs.escalated, acked_by=gs.acked_by,
-                     snooze_until=gs.snooze_until, since=gs.fired_at)
-            views.append(d)
-        return views
-
-    async def _alarms(self, _: web.Request) -> web.Response:
-        """Every active alarm, the pipeline's own (ward ``_system``) included."""
-        return web.json_response(self._alarm_views())
-
     async def _start_http(self) -> web.AppRunner | None:
         h = self.settings.http
         if not h.port:
             return None
         app = web.Application()
         app.router.add_get("/healthz", self._health)
-        app.router.add_get("/api/beds", self._beds)
-        app.router.add_get("/api/alarms", self._alarms)
+        Station(self.processor, self.accounts, self.alarm_store, self.acknowledge,
+                secure_cookies=h.secure_cookies).install(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.host, h.port)
@@ -293,4 +265,5 @@ class Daemon:
             server.server_close()
         self.spool.close()
         self.alarm_store.close()
+        self.accounts.close()
         log.info("wardwatch stopped")

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import secrets
 import socket
 import tempfile
 import time
@@ -154,6 +155,7 @@ async def run_demo(settings: Settings, *, broker_given: bool, beds: int, speed: 
             mqtt=dataclasses.replace(settings.mqtt, url=url, client_id="wardwatch-demo"),
             ingest=dataclasses.replace(settings.ingest, max_future_s=365 * 86_400.0),
             store=dataclasses.replace(settings.store, dir=store),
+            http=dataclasses.replace(settings.http, port=settings.http.port or _free_port()),
         )
         async with contextlib.AsyncExitStack() as astack:
             if not broker_given:
@@ -169,6 +171,10 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, pla
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(settings)
+    password = secrets.token_urlsafe(9)
+    daemon.accounts.add_user("demo", password, "nurse", replace=True)
+    station = (f"station page on http://{settings.http.host}:{settings.http.port}/ "
+               f"(user demo, password {password})")
     events: deque[dict[str, Any]] = deque(maxlen=50)
     sim_start = time.time()
     async with asyncio.TaskGroup() as tg:
@@ -182,8 +188,10 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, pla
         if plain:
             print(f"wardwatch demo: {beds} beds at {speed:g}x on {settings.mqtt.url}; "
                   f"metrics on :{settings.metrics.port or '-'}; Ctrl-C to stop", flush=True)
+            print(station, flush=True)
             await stop.wait()
         else:
+            print(station, flush=True)
             with Live(_view(daemon, events, sim_start), refresh_per_second=2) as live:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):

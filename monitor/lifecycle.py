@@ -105,6 +105,7 @@ class GroupState:
     fired_at: float = 0.0  # clock when it fired or last sounded again (escalation timer)
     snooze_until: float | None = None  # acknowledged: clock when it sounds again
     acked_by: str | None = None
+    ack_action: str | None = None  # ack | snooze
     latched: bool = False  # condition gone, kept until acknowledged (high priority)
     escalated: bool = False
     last_t: float = -math.inf  # newest observation time fed
@@ -128,6 +129,7 @@ class GroupState:
             fired_at=float(d.get("fired_at", 0.0)),
             snooze_until=d.get("snooze_until"),
             acked_by=d.get("acked_by"),
+            ack_action=d.get("ack_action"),
             latched=bool(d.get("latched", False)),
             escalated=bool(d.get("escalated", False)),
             last_t=-math.inf if d.get("last_t") is None else float(d["last_t"]),
@@ -647,11 +649,12 @@ class AlarmEngine:
                     raise AckError(f"snooze_s must be a positive number, got {raw!r}")
                 secs = min(float(raw), self.cfg.snooze_max_s)
                 until: float | None = clock + secs
-                what = f"snoozed {secs / 60:g} min"
+                what, extra = f"snoozed {secs / 60:g} min", ""
             elif action == "ack":
                 rearm = self.cfg.ack_rearm_high_s if a.priority == "high" else 0.0
                 until = clock + rearm if rearm > 0 else None
-                what = "acknowledged" + (f", re-arms in {rearm / 60:g} min" if until else "")
+                what = "acknowledged"
+                extra = f", sounds again in {rearm / 60:g} min if it persists" if until else ""
             else:
                 raise AckError(f"action must be 'ack' or 'snooze', got {action!r}")
         except AckError as exc:
@@ -660,13 +663,14 @@ class AlarmEngine:
             return AckResult([], str(exc))
         gs.snooze_until = until
         gs.acked_by = by
+        gs.ack_action = str(action)
         ev = replace(a, state="acknowledged", t=clock,
-                     message=f"{_base(a.message)} — {what} by {by}"
+                     message=f"{_base(a.message)} — {what} by {by}{extra}"
                              + (f": {reason}" if reason else ""))
         gs.alarm = ev
         self.dirty.add(key)
         self._audit(clock, ev, "snoozed" if action == "snooze" else "acknowledged", by,
-                    f"{what}; {reason}".rstrip("; "))
+                    f"{what}{extra}; {reason}".rstrip("; "))
         events = [ev]
         if gs.latched:  # the condition had already cleared
             rule = self.rules.for_bed(ward, bed).by_name.get(key[2])

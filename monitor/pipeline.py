@@ -22,6 +22,7 @@ from monitor.metrics import Metrics
 from monitor.scoring import ARTIFACT, FLATLINE, INVALID, STALE_ORDER, ScoredBatch, Scorer
 from monitor.scoring.multivariate import FEATURES, BedAnomaly
 from monitor.spool import Record
+from monitor.trends import MinuteTrends
 from monitor.vitals import METRIC_IDS, METRICS
 from monitor.wire import (
     DEADLETTER_TOPIC,
@@ -79,7 +80,8 @@ class Processor:
     """Decodes, scores and turns band changes into alarm events; owns the stream state."""
 
     def __init__(self, metrics: Metrics, limits: Limits | None = None,
-                 engine: AlarmEngine | None = None, *, replay: bool = False) -> None:
+                 engine: AlarmEngine | None = None, *, replay: bool = False,
+                 trend_hours: float = 24.0) -> None:
         self.metrics = metrics
         self.replay = replay  # observation time is the alarm clock (replays, evaluation)
         self.limits = limits or DEFAULT_LIMITS
@@ -90,6 +92,7 @@ class Processor:
         self.alarms.on_fire = lambda ev: fired.labels(ev.ward, ev.bed, ev.code, ev.priority).inc()
         self.beds = BedAnomaly()
         self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
+        self.trends = MinuteTrends(trend_hours)
         self.rejects = RateLimitedLog()
         # labelled children, looked up once: .labels() costs microseconds per call
         self._msg = {o: metrics.messages.labels(o) for o in ("accepted", "partial", "rejected")}
@@ -152,6 +155,7 @@ class Processor:
         if stale:
             self._obs["out_of_order"].inc(stale)
         m.lag.observe_many(np.array(recv) - np.array(ts))
+        self.trends.add(batch)
 
         keys = self.streams.keys
         out.history.extend(

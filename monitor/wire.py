@@ -319,3 +319,12 @@ def decode_command(topic: str, payload: bytes) -> Command:
     except fastjsonschema.JsonSchemaValueException as exc:
         return Command(kind, ward, bed, error=Rejection("bad_command", exc.message[:200]))
     return Command(kind, ward, bed, doc)
+
+
+def validate_ack(body: Any) -> str | None:
+    """Why an acknowledgement body breaks the contract, or None (the station's path)."""
+    try:
+        _validate_control["ack"](body)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return exc.message[:200]
+    return None

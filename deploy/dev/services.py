@@ -39,6 +39,9 @@ PACKAGES = {
     "influxdb": ("/usr/bin/influxd", "influxdb"),
     "prometheus": ("/usr/bin/prometheus", "prometheus"),
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager"),
+    # not a server: the browser the station-page tests drive (with its WebDriver)
+    "chromium": ("/usr/bin/chromium", "chromium"),
+    "chromedriver": ("/usr/bin/chromedriver", "chromium-driver"),
 }
 
 START_TIMEOUT_S = 60.0
@@ -361,11 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--webhook", help="Alertmanager webhook receiver URL")
     p_stop = sub.add_parser("stop", help="stop what 'start --dir DIR' started")
     p_stop.add_argument("--dir", required=True)
-    sub.add_parser("install", help="only install the missing packages")
+    sub.add_parser("install", help="only install the missing packages (and the test browser)")
     args = parser.parse_args(argv)
 
     if args.cmd == "install":
-        ensure_installed()
+        ensure_installed((*ALL, "chromium", "chromedriver"))
         return 0
     if args.cmd == "start":
         names = tuple(n.strip() for n in args.only.split(",") if n.strip())

@@ -1,0 +1,1 @@
+"""The nurses' station page: accounts and sessions (:mod:`.auth`), routes (:mod:`.web`)."""

@@ -1,0 +1,278 @@
+"""The nurses' station: accounts and sessions, the API's guards, and the page in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from monitor.config import HttpSettings
+from monitor.station.auth import Accounts
+from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.monitor.helpers import eventually, publish
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "correct horse battery"
+
+
+# -- accounts, without a server ----------------------------------------------------------
+def test_passwords_are_argon2id_and_sessions_expire(tmp_path: Path) -> None:
+    acc = Accounts(tmp_path / "station.db", idle_s=600, max_s=3600)
+    acc.add_user("kim", PASSWORD, "nurse")
+    (stored,) = acc._db.execute("SELECT hash FROM users").fetchone()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert acc.check_password("kim", PASSWORD) == "nurse"
+    assert acc.check_password("kim", "wrong horse battery") is None
+    assert acc.check_password("nobody", PASSWORD) is None
+    t0 = 1_000_000.0
+    token = acc.open_session("kim", now=t0)
+    (row,) = acc._db.execute("SELECT token_sha256 FROM sessions").fetchone()
+    assert token not in row  # only a hash of the token is stored
+    s = acc.session(token, now=t0 + 500)
+    assert s is not None and s.may("nurse") and not s.may("admin")
+    assert acc.session(token, now=t0 + 500 + 601) is None  # idle too long
+    token = acc.open_session("kim", now=t0)
+    for k in range(1, 8):  # kept alive, but a session ends max_s after sign-in anyway
+        assert acc.session(token, now=t0 + 500 * k) is not None
+    assert acc.session(token, now=t0 + 3601) is None
+    with pytest.raises(Exception, match="exists"):
+        acc.add_user("kim", PASSWORD, "admin")
+    with pytest.raises(Exception, match="10 characters"):
+        acc.add_user("lee", "short", "nurse")
+
+
+def test_the_users_command_creates_the_first_admin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "users", "add", "ward.admin", "--role", "admin",
+         "--password-stdin", "--store", str(tmp_path)],
+        input=PASSWORD + "\n", capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert Accounts(tmp_path / "station.db").check_password("ward.admin", PASSWORD) == "admin"
+
+
+# -- the API's guards, on a running daemon ------------------------------------------------
+@pytest.fixture
+async def station(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    settings = daemon_settings(services, tmp_path)
+    settings = replace(settings, http=HttpSettings(port=services_mod.free_port()))
+    rd = RunningDaemon(settings)
+    daemon = await rd.start()
+    daemon.accounts.add_user("nurse.kim", PASSWORD, "nurse")
+    daemon.accounts.add_user("viewer.vic", PASSWORD, "viewer")
+    try:
+        yield rd
+    finally:
+        await rd.stop()
+
+
+def _base(rd: RunningDaemon) -> str:
+    return f"http://127.0.0.1:{rd.settings.http.port}"
+
+
+async def _sign_in(http: httpx.AsyncClient, user: str) -> dict[str, Any]:
+    page = await http.get("/login")
+    csrf = page.cookies["ww_login"]
+    resp = await http.post("/login", data={"username": user, "password": PASSWORD,
+                                           "csrf": csrf})
+    assert resp.status_code == 303 and resp.headers["location"] == "/"
+    me = (await http.get("/api/me")).json()
+    assert me["username"] == user
+    return me
+
+
+@pytest.mark.integration
+async def test_no_page_or_api_without_signing_in_and_no_change_without_a_nurse(
+    station: RunningDaemon,
+) -> None:
+    url = station.settings.mqtt.url
+    await publish(url, "wardwatch/v1/obs/4C/2", {"obs": [
+        {"metric": "sbp", "t": time.time(), "v": 85, "unit": "mm[Hg]"}]})
+    assert station.daemon is not None
+    engine = station.daemon.processor.alarms
+    await eventually(lambda: engine.active(), "the SBP alarm")
+    (alarm, _), = engine.active()
+    ack = {"ward": "4C", "bed": "2", "id": alarm.id, "action": "ack"}
+    async with httpx.AsyncClient(base_url=_base(station)) as anon:
+        assert (await anon.get("/healthz")).status_code == 200
+        assert (await anon.get("/api/beds")).status_code == 401
+        assert (await anon.get("/api/stream")).status_code == 401
+        home = await anon.get("/")
+        assert home.status_code == 303 and home.headers["location"] == "/login"
+        assert (await anon.post("/api/ack", json=ack)).status_code == 401
+        # a sign-in without the form's CSRF cookie is refused; a wrong password too
+        bad = await anon.post("/login", data={"username": "nurse.kim", "password": PASSWORD})
+        assert bad.status_code == 403
+        await anon.get("/login")
+        wrong = await anon.post("/login", data={"username": "nurse.kim", "password": "x" * 12,
+                                                "csrf": anon.cookies["ww_login"]})
+        assert wrong.headers["location"] == "/login?failed=1"
+    async with httpx.AsyncClient(base_url=_base(station)) as viewer:
+        me = await _sign_in(viewer, "viewer.vic")
+        beds = (await viewer.get("/api/beds")).json()
+        assert beds[0]["bed"] == "2" and beds[0]["priority"] == "high"
+        r = await viewer.post("/api/ack", json=ack, headers={"X-CSRF-Token": me["csrf"]})
+        assert r.status_code == 403  # a viewer may look, not acknowledge
+    async with httpx.AsyncClient(base_url=_base(station)) as nurse:
+        me = await _sign_in(nurse, "nurse.kim")
+        assert (await nurse.post("/api/ack", json=ack)).status_code == 403  # no CSRF token
+        r = await nurse.post("/api/ack", json=ack, headers={
+            "X-CSRF-Token": me["csrf"], "Origin": "http://evil.example"})
+        assert r.status_code == 403  # another site's page
+        r = await nurse.post("/api/ack", json={**ack, "by": "someone.else"},
+                             headers={"X-CSRF-Token": me["csrf"]})
+        assert r.status_code == 200
+        (alarm, gs), = engine.active()
+        assert alarm.state == "acknowledged" and gs.acked_by == "nurse.kim"  # not "by"
+        r = await nurse.post("/api/ack", json={**ack, "id": "nope"},
+                             headers={"X-CSRF-Token": me["csrf"]})
+        assert r.status_code == 409
+        audit = (await nurse.get("/api/audit")).json()
+        assert [(e["action"], e["by"]) for e in audit[:2]] == [
+            ("rejected", "nurse.kim"), ("acknowledged", "nurse.kim")]
+        # signing out ends the session on the server, not just in the browser
+        out = await nurse.post("/logout", headers={"X-CSRF-Token": me["csrf"]})
+        assert out.status_code == 200
+        assert (await nurse.get("/api/beds")).status_code == 401
+
+
+# -- the page, as a nurse sees it, in Debian's Chromium --------------------------------------
+@contextlib.contextmanager
+def chromium(width: int, height: int) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    with tempfile.TemporaryDirectory(prefix="ww-chromium-") as profile:
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--autoplay-policy=no-user-gesture-required",
+                    f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+            opts.add_argument(arg)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def _wait(driver: Any, what: str, cond: Any, within: float = 30.0) -> Any:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, within, poll_frequency=0.2).until(cond)
+    except TimeoutException as exc:
+        raise AssertionError(f"the page never showed {what}") from exc
+
+
+@pytest.mark.integration
+async def test_sign_in_see_values_live_alarm_appears_acknowledge_and_audit(
+    station: RunningDaemon,
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    base, url = _base(station), station.settings.mqtt.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    now = time.time()
+    await publish(url, "wardwatch/v1/obs/4C/1", {"obs": [
+        {"metric": "hr", "t": now - 60 + 5 * k, "v": 72, "unit": "/min"} for k in range(12)]
+        + [{"metric": "sbp", "t": now - 5, "v": 124, "unit": "mm[Hg]"},
+           {"metric": "dbp", "t": now - 5, "v": 78, "unit": "mm[Hg]"},
+           {"metric": "map", "t": now - 5, "v": 93, "unit": "mm[Hg]"},
+           {"metric": "glucose", "t": now - 5, "v": 110, "unit": "mg/dL"}]})
+
+    with chromium(1920, 1080) as driver:
+        def tile_text(d: Any) -> str:
+            tiles = d.find_elements(By.CSS_SELECTOR, 'a.tile[data-bed="4C/1"]')
+            return str(tiles[0].text) if tiles else ""
+
+        def sign_in() -> None:
+            driver.get(f"{base}/")
+            _wait(driver, "the sign-in form", lambda d: d.find_elements(By.ID, "username"))
+            driver.find_element(By.ID, "username").send_keys("nurse.kim")
+            driver.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+            _wait(driver, "bed 4C/1 with HR 72", lambda d: "72" in tile_text(d))
+
+        await asyncio.to_thread(sign_in)
+        # the value changes live, without a reload
+        await publish(url, "wardwatch/v1/obs/4C/1", {"obs": [
+            {"metric": "hr", "t": time.time(), "v": 77, "unit": "/min"}]})
+        await asyncio.to_thread(_wait, driver, "HR 77", lambda d: "77" in tile_text(d))
+        assert driver.execute_script("return performance.getEntriesByType('navigation')"
+                                     ".length") == 1
+        # an alarm appears: SBP 85 is NEWS2 3, high priority, no delay
+        await publish(url, "wardwatch/v1/obs/4C/1", {"obs": [
+            {"metric": "sbp", "t": time.time(), "v": 85, "unit": "mm[Hg]"}]})
+
+        def see_alarm_and_acknowledge() -> str:
+            row = _wait(driver, "the SBP alarm in the list", lambda d: d.find_element(
+                By.CSS_SELECTOR, "#alarm-rows tr.high") if d.find_elements(
+                By.CSS_SELECTOR, "#alarm-rows tr.high") else False)
+            text = str(row.text)
+            assert "sbp.news2.3" in text and "HIGH" in text and "firing" in text
+            assert "4C/1" in text
+            tile = driver.find_element(By.CSS_SELECTOR, 'a.tile[data-bed="4C/1"]')
+            assert "high" in tile.get_attribute("class") and "HIGH" in tile.text
+            driver.save_screenshot(str(ARTIFACTS / "station-1920x1080.png"))
+            # by keyboard: focus the button, press Enter
+            button = row.find_element(By.CSS_SELECTOR, 'button[data-action="ack"]')
+            driver.execute_script("arguments[0].focus()", button)
+            button.send_keys(Keys.ENTER)
+            _wait(driver, "the alarm acknowledged", lambda d: "acknowledged by nurse.kim" in
+                  d.find_element(By.CSS_SELECTOR, "#alarm-rows tr").text)
+            audit = _wait(driver, "the acknowledgement in the audit log", lambda d: [
+                r for r in d.find_elements(By.CSS_SELECTOR,
+                                           '#audit-rows tr[data-action="acknowledged"]')])
+            return str(audit[0].text)
+
+        audit_line = await asyncio.to_thread(see_alarm_and_acknowledge)
+        assert "nurse.kim" in audit_line and "sbp.news2.3" in audit_line
+
+        def bed_detail() -> None:
+            driver.get(f"{base}/bed?ward=4C&bed=1")
+            _wait(driver, "the trend charts", lambda d: len(
+                d.find_elements(By.CSS_SELECTOR, ".chart canvas")) >= 4)
+            driver.save_screenshot(str(ARTIFACTS / "station-bed-1920x1080.png"))
+
+        await asyncio.to_thread(bed_detail)
+    assert station.daemon is not None
+    (alarm, gs), = station.daemon.processor.alarms.active()
+    assert (alarm.code, alarm.state, gs.acked_by) == ("sbp.news2.3", "acknowledged", "nurse.kim")
+
+    with chromium(390, 844) as phone:
+        def phone_view() -> None:
+            phone.get(f"{base}/login")
+            phone.find_element(By.ID, "username").send_keys("viewer.vic")
+            phone.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+            _wait(phone, "the ward on a phone", lambda d: d.find_elements(
+                By.CSS_SELECTOR, 'a.tile[data-bed="4C/1"]'))
+            # a viewer sees the alarm but gets no buttons
+            _wait(phone, "the alarm row", lambda d: d.find_elements(
+                By.CSS_SELECTOR, "#alarm-rows tr"))
+            assert not phone.find_elements(By.CSS_SELECTOR, "#alarm-rows button")
+            phone.save_screenshot(str(ARTIFACTS / "station-phone-390x844.png"))
+            width = phone.execute_script("return document.documentElement.scrollWidth")
+            inner = phone.execute_script("return window.innerWidth")
+            assert width <= inner  # no sideways scrolling on a phone
+
+        await asyncio.to_thread(phone_view)
+    for name in ("station-1920x1080.png", "station-bed-1920x1080.png",
+                 "station-phone-390x844.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
