@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from monitor.config import HttpSettings
+from monitor.ruleset import parse_overrides
 from monitor.station.auth import Accounts
 from tests.conftest import RunningDaemon, daemon_settings, services_mod
 from tests.monitor.helpers import eventually, publish
@@ -67,7 +68,9 @@ def test_the_users_command_creates_the_first_admin(tmp_path: Path) -> None:
 @pytest.fixture
 async def station(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
     settings = daemon_settings(services, tmp_path)
-    settings = replace(settings, http=HttpSettings(port=services_mod.free_port()))
+    settings = replace(settings, http=HttpSettings(port=services_mod.free_port()),
+                       # HR stale after 3 s instead of 60, to see it within a test
+                       rules={"*": parse_overrides({"hr.stale": {"threshold": 3.0}}, "test")})
     rd = RunningDaemon(settings)
     daemon = await rd.start()
     daemon.accounts.add_user("nurse.kim", PASSWORD, "nurse")
@@ -142,6 +145,18 @@ async def test_no_page_or_api_without_signing_in_and_no_change_without_a_nurse(
         audit = (await nurse.get("/api/audit")).json()
         assert [(e["action"], e["by"]) for e in audit[:2]] == [
             ("rejected", "nurse.kim"), ("acknowledged", "nurse.kim")]
+        # a stream that stops is marked stale, never shown as fresh, and alarms
+        await publish(url, "wardwatch/v1/obs/4C/9", {"obs": [
+            {"metric": "hr", "t": time.time(), "v": 70, "unit": "/min"}]})
+
+        async def stale_bed() -> dict[str, Any] | None:
+            beds = (await nurse.get("/api/beds")).json()
+            b9 = next((b for b in beds if b["bed"] == "9"), None)
+            return b9 if b9 and b9["vitals"]["hr"]["stale"] else None
+
+        b9 = await eventually(stale_bed, "bed 9's HR marked stale")
+        assert b9["vitals"]["hr"]["age_s"] > 3
+        assert [a["code"] for a in b9["alarms"]] == ["hr.stale"]
         # signing out ends the session on the server, not just in the browser
         out = await nurse.post("/logout", headers={"X-CSRF-Token": me["csrf"]})
         assert out.status_code == 200
@@ -232,6 +247,11 @@ async def test_sign_in_see_values_live_alarm_appears_acknowledge_and_audit(
             assert "high" in tile.get_attribute("class") and "HIGH" in tile.text
             driver.save_screenshot(str(ARTIFACTS / "station-1920x1080.png"))
             # by keyboard: focus the button, press Enter
+            # audio can be paused, for two minutes at most
+            pause = driver.find_element(By.ID, "pause")
+            pause.click()
+            assert pause.get_attribute("aria-pressed") == "true"
+            assert pause.text.startswith(("Audio paused 2:00", "Audio paused 1:5"))
             button = row.find_element(By.CSS_SELECTOR, 'button[data-action="ack"]')
             driver.execute_script("arguments[0].focus()", button)
             button.send_keys(Keys.ENTER)

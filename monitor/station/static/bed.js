@@ -22,7 +22,7 @@ function chart(host, name, v, alarms, t) {
   const box = ww.el("div", { class: "chart" }, ww.el("h3", { text: `${LABELS[name]} (${v.unit})` }));
   host.append(box);
   new uPlot({
-    width: Math.min(1100, host.clientWidth - 16), height: 220,
+    width: Math.max(300, host.clientWidth - 16), height: 220,
     scales: { x: { time: true, range: () => {
       // the window asked for, to the furthest forecast (the demo's clock may run ahead)
       const end = Math.max(t.now, ...xs);
@@ -33,8 +33,8 @@ function chart(host, name, v, alarms, t) {
     series: [{},
       { label: "value", stroke: "#e8edf2", width: 2, spanGaps: false },
       { label: "forecast", stroke: "#3fd4ff", dash: [6, 4], width: 1.5 },
-      { label: "95% low", stroke: "rgba(63,212,255,0.35)", width: 1 },
-      { label: "95% high", stroke: "rgba(63,212,255,0.35)", width: 1 }],
+      { label: "95% low", stroke: "rgba(63,212,255,0.35)", width: 1, points: { show: false } },
+      { label: "95% high", stroke: "rgba(63,212,255,0.35)", width: 1, points: { show: false } }],
     bands: [{ series: [4, 3], fill: "rgba(63,212,255,0.12)" }],
     hooks: { draw: [(u) => {
       const ctx = u.ctx;
