@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ class Accounts:
         self.idle_s = idle_s
         self.max_s = max_s
         self._hasher = PasswordHasher()
+        # one connection, used from the event loop and from the thread that runs the
+        # (slow, deliberately) password checks: every use holds this lock
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -78,7 +82,7 @@ class Accounts:
             raise WardwatchError("username: 1-64 printable characters")
         if len(password) < 10:
             raise WardwatchError("password: at least 10 characters")
-        with self._db:
+        with self._lock, self._db:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             try:
                 self._db.execute(f"{verb} INTO users VALUES (?, ?, ?, ?)",
@@ -87,19 +91,21 @@ class Accounts:
                 raise WardwatchError(f"user {username!r} exists") from exc
 
     def users(self) -> list[tuple[str, str]]:
-        return list(self._db.execute("SELECT username, role FROM users ORDER BY username"))
+        with self._lock:
+            return list(self._db.execute("SELECT username, role FROM users ORDER BY username"))
 
     def check_password(self, username: str, password: str) -> str | None:
         """The user's role if the password is right, else None."""
-        row = self._db.execute("SELECT hash, role FROM users WHERE username = ?",
-                               (username,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT hash, role FROM users WHERE username = ?",
+                                   (username,)).fetchone()
         stored, role = row if row else (self._dummy, None)
         try:
             self._hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return None
         if role is not None and self._hasher.check_needs_rehash(stored):
-            with self._db:
+            with self._lock, self._db:
                 self._db.execute("UPDATE users SET hash = ? WHERE username = ?",
                                  (self._hasher.hash(password), username))
         return str(role) if role is not None else None
@@ -109,7 +115,7 @@ class Accounts:
         """A new session token for a signed-in user (the cookie's value)."""
         now = time.time() if now is None else now
         token = secrets.token_urlsafe(32)
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
                              (_sha(token), username, secrets.token_urlsafe(32), now, now))
             self._db.execute("DELETE FROM sessions WHERE created < ? OR last_seen < ?",
@@ -121,10 +127,11 @@ class Accounts:
         if not token:
             return None
         now = time.time() if now is None else now
-        row = self._db.execute(
-            "SELECT s.username, u.role, s.csrf, s.created, s.last_seen FROM sessions s"
-            " JOIN users u ON u.username = s.username WHERE s.token_sha256 = ?",
-            (_sha(token),)).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT s.username, u.role, s.csrf, s.created, s.last_seen FROM sessions s"
+                " JOIN users u ON u.username = s.username WHERE s.token_sha256 = ?",
+                (_sha(token),)).fetchone()
         if row is None:
             return None
         username, role, csrf, created, last_seen = row
@@ -132,13 +139,13 @@ class Accounts:
             self.close_session(token)
             return None
         if now - last_seen > 10:  # keep-alive, at most every 10 s per session
-            with self._db:
+            with self._lock, self._db:
                 self._db.execute("UPDATE sessions SET last_seen = ? WHERE token_sha256 = ?",
                                  (now, _sha(token)))
         return Session(username, role, csrf)
 
     def close_session(self, token: str) -> None:
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_sha(token),))
 
     @staticmethod
@@ -146,4 +153,5 @@ class Accounts:
         return presented is not None and hmac.compare_digest(session.csrf, presented)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,9 @@ COOKIE = "ww_session"
 LOGIN_COOKIE = "ww_login"
 RANK = {"high": 3, "medium": 2, "low": 1}
 STATIC = resources.files("monitor.station").joinpath("static")
+_STATIC_PATH = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*[A-Za-z0-9_-][A-Za-z0-9._-]*")
+MAX_FAILURES = 5  # failed sign-ins per user within LOCKOUT_S, then refused for LOCKOUT_S
+LOCKOUT_S = 300.0
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -116,6 +120,7 @@ class Station:
         self.acknowledge = acknowledge
         self.secure = secure_cookies
         self.interval = stream_interval_s
+        self._failures: dict[str, list[float]] = {}  # username → times of failed sign-ins
 
     def install(self, app: web.Application) -> None:
         app.middlewares.append(self._headers)
@@ -188,7 +193,7 @@ class Station:
 
     async def static(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
-        if ".." in path.split("/"):
+        if not _STATIC_PATH.fullmatch(path):  # no "..", no absolute paths, no odd names
             raise web.HTTPNotFound()
         types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
         ext = path[path.rfind("."):]
@@ -213,10 +218,18 @@ class Station:
         if not cookie or not secrets.compare_digest(cookie, presented):
             raise web.HTTPForbidden(text="The sign-in form expired; reload the page.")
         username, password = str(form.get("username", "")), str(form.get("password", ""))
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(username, []) if now - t < LOCKOUT_S]
+        if len(recent) >= MAX_FAILURES:
+            log.warning("sign-in for %r refused: %d failures in %.0f s", username[:64],
+                        len(recent), LOCKOUT_S)
+            raise web.HTTPTooManyRequests(text="Too many failed sign-ins; try again later.")
         role = await asyncio.to_thread(self.accounts.check_password, username, password)
         if role is None:
+            self._failures[username[:64]] = [*recent, now]
             log.warning("failed sign-in for %r from %s", username[:64], request.remote)
             raise web.HTTPSeeOther("/login?failed=1")
+        self._failures.pop(username, None)
         token = self.accounts.open_session(username)
         log.info("%s (%s) signed in from %s", username, role, request.remote)
         resp = web.HTTPSeeOther("/")

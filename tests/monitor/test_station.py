@@ -122,6 +122,17 @@ async def test_no_page_or_api_without_signing_in_and_no_change_without_a_nurse(
         wrong = await anon.post("/login", data={"username": "nurse.kim", "password": "x" * 12,
                                                 "csrf": anon.cookies["ww_login"]})
         assert wrong.headers["location"] == "/login?failed=1"
+        # guessing is cut short: after 5 failures in 5 min, even the right password waits
+        station.daemon.accounts.add_user("lou.locked", PASSWORD, "viewer")
+        for _ in range(5):
+            r = await anon.post("/login", data={"username": "lou.locked", "password": "y" * 12,
+                                                "csrf": anon.cookies["ww_login"]})
+            assert r.status_code == 303
+        r = await anon.post("/login", data={"username": "lou.locked", "password": PASSWORD,
+                                            "csrf": anon.cookies["ww_login"]})
+        assert r.status_code == 429
+        assert (await anon.get("/static/..%2F__init__.py")).status_code == 404
+        assert (await anon.get("/static/station.css")).status_code == 200
     async with httpx.AsyncClient(base_url=_base(station)) as viewer:
         me = await _sign_in(viewer, "viewer.vic")
         beds = (await viewer.get("/api/beds")).json()
