@@ -92,8 +92,25 @@ def main(argv: list[str] | None = None) -> int:
                          help="replace an existing user's password and role")
     p_users.add_argument("--config", metavar="FILE", help="TOML settings (for [store] dir)")
     p_users.add_argument("--store", metavar="DIR", help="state directory (station.db)")
+    p_sim = sub.add_parser("simulate", help="virtual patients with ground truth, to files")
+    p_sim.add_argument("--patients", type=int, default=20)
+    p_sim.add_argument("--days", type=float, default=1.0, help="stay per patient (default 1)")
+    p_sim.add_argument("--scenario-mix", metavar="MIX",
+                       help="e.g. stable=0.5,sepsis=0.2,hypoglycaemia=0.3 (default: a ward mix)")
+    p_sim.add_argument("--seed", type=int, default=1)
+    p_sim.add_argument("--out", required=True, metavar="DIR",
+                       help="writes streams.csv, events.csv and artifacts.csv")
+    p_eval = sub.add_parser("evaluate", help="a virtual cohort through wardwatch and baselines")
+    p_eval.add_argument("--patients", type=int, default=200)
+    p_eval.add_argument("--days", type=float, default=1.0)
+    p_eval.add_argument("--scenario-mix", metavar="MIX")
+    p_eval.add_argument("--seed", type=int, default=20261123)
+    p_eval.add_argument("--json", metavar="FILE", help="the figures as JSON")
+    p_eval.add_argument("--report", metavar="FILE", help="the figures as Markdown")
     args = parser.parse_args(argv)
 
+    if args.command in ("simulate", "evaluate"):
+        return _simulate(args) if args.command == "simulate" else _evaluate(args)
     if args.command == "users":
         return _users(args)
     if args.command == "score":
@@ -126,6 +143,76 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from rich.progress import track
+
+    from simulators.patients import cohort, parse_mix
+
+    try:
+        mix = parse_mix(args.scenario_mix)
+    except ValueError as exc:
+        print(f"wardwatch: --scenario-mix: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (open(out / "streams.csv", "w", newline="") as fs,
+          open(out / "events.csv", "w", newline="") as fe,
+          open(out / "artifacts.csv", "w", newline="") as fa):
+        streams, events, artifacts = csv.writer(fs), csv.writer(fe), csv.writer(fa)
+        streams.writerow(["patient", "ward", "bed", "metric", "timestamp", "value"])
+        events.writerow(["patient", "kind", "onset", "crossing", "end", "severity"])
+        artifacts.writerow(["patient", "kind", "metric", "start", "end"])
+        patients = cohort(args.patients, seed=args.seed, days=args.days, mix=mix)
+        for p in track(patients, total=args.patients, description="simulating",
+                       console=_stderr_console()):
+            for metric, (t, v) in p.streams.items():
+                streams.writerows((p.id, p.ward, p.bed, metric, f"{tt:.3f}", f"{vv:g}")
+                                  for tt, vv in zip(t.tolist(), v.tolist(), strict=True))
+            events.writerows((e.patient, e.kind, e.onset, e.crossing, e.end, e.severity)
+                             for e in p.events)
+            artifacts.writerows((a.patient, a.kind, a.metric, a.start, a.end)
+                                for a in p.artifacts)
+    print(f"{args.patients} patients written to {out}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from simulators.evaluate import evaluate, markdown
+    from simulators.patients import cohort, parse_mix
+
+    try:
+        mix = parse_mix(args.scenario_mix)
+    except ValueError as exc:
+        print(f"wardwatch: --scenario-mix: {exc}", file=sys.stderr)
+        return 2
+    with Progress(console=_stderr_console()) as progress:
+        task = progress.add_task("evaluating", total=args.patients)
+        result = evaluate(cohort(args.patients, seed=args.seed, days=args.days, mix=mix),
+                          progress=lambda: progress.advance(task))
+    result["seed"] = args.seed
+    text = markdown(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.report:
+        Path(args.report).write_text(text)
+    print(text)
+    return 0
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _users(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class Level:
     hysteresis: float = 0.0
     delay_s: float = 0.0
     text: str = ""
+    on: bool = True  # off: available, raised only where a ward or patient enables it
 
     def enters(self, x: float) -> bool:
         op, thr = self.op, self.threshold
@@ -89,6 +90,12 @@ class Rule:
         return None
 
 
+# Awareness-level alarms that the evaluation (wardwatch evaluate) found to be most of the
+# false alarms on stable patients: available, off unless a ward or patient turns them on.
+# They still count in the NEWS2 aggregate.
+OFF_BY_DEFAULT = frozenset({"hr.news2.1", "sbp.news2.1", "glucose.high.l1"})
+
+
 def _band_levels(rule: BandRule, side: str, delays: Mapping[str, float],
                  hysteresis: float) -> tuple[Level, ...]:
     """The levels on one side of a band rule's normal band, least severe first."""
@@ -99,13 +106,15 @@ def _band_levels(rule: BandRule, side: str, delays: Mapping[str, float],
             band, e = rule.bands[b], b - 1
             assert band.code is not None and band.priority is not None
             out.append(Level(band.code, band.priority, ">=" if rule.upper[e] else ">",
-                             rule.edges[e], hysteresis, delays[band.code], band.text))
+                             rule.edges[e], hysteresis, delays[band.code], band.text,
+                             band.code not in OFF_BY_DEFAULT))
     else:
         for b in range(normal - 1, -1, -1):
             band = rule.bands[b]
             assert band.code is not None and band.priority is not None
             out.append(Level(band.code, band.priority, "<" if rule.upper[b] else "<=",
-                             rule.edges[b], hysteresis, delays[band.code], band.text))
+                             rule.edges[b], hysteresis, delays[band.code], band.text,
+                             band.code not in OFF_BY_DEFAULT))
     return tuple(out)
 
 
@@ -158,10 +167,10 @@ def _clinical_rules() -> list[Rule]:
         )),
         # Sustained drift: minutes since the CUSUM last decided on a shift.
         Rule("hr.drift", "hr", "drift", "hr", (
-            Level("hr.drift", "low", "<=", 30, 0, 0, "sustained drift (CUSUM)"),
+            Level("hr.drift", "low", "<=", 30, 0, 0, "sustained drift (CUSUM)", on=False),
         )),
         Rule("sbp.drift", "sbp", "drift", "sbp", (
-            Level("sbp.drift", "low", "<=", 60, 0, 0, "sustained drift (CUSUM)"),
+            Level("sbp.drift", "low", "<=", 60, 0, 0, "sustained drift (CUSUM)", on=False),
         )),
         # Bed level.
         Rule("news2", "news2", "news2", "", (
@@ -252,7 +261,7 @@ class Override:
         return cls(**vals)
 
     def apply(self, lv: Level) -> Level | None:
-        if self.enabled is False:
+        if self.enabled is False or (not lv.on and self.enabled is not True):
             return None
         return replace(
             lv,
@@ -286,8 +295,7 @@ def _resolve(overrides: Iterable[Overrides]) -> tuple[Rule, ...]:
     for r in DEFAULT_RULES:
         levels = []
         for lv in r.levels:
-            change = merged.get(lv.code)
-            new = lv if change is None else change.apply(lv)
+            new = merged.get(lv.code, Override()).apply(lv)
             if new is not None:
                 levels.append(new)
         if levels:

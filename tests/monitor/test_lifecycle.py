@@ -73,6 +73,11 @@ class Ward:
         return next(ev["id"] for ev in reversed(self.raw) if ev["code"] == code)
 
 
+# NEWS2 subscore-1 alarms are off by default; tests of band edges turn them on
+SUBSCORE_1_ON = RuleSet({"*": parse_overrides(
+    {"hr.news2.1": {"enabled": True}, "sbp.news2.1": {"enabled": True}}, "test")})
+
+
 def steady(seconds: float, level: float, every: float = 5.0, start: float = 0.0,
            noise: float = 1.0, seed: int = 0) -> tuple[Any, Any]:
     rng = np.random.default_rng(seed)
@@ -106,7 +111,7 @@ def test_hr_135_for_two_minutes_fires_after_its_delay_and_latches() -> None:
 
 
 def test_a_value_hovering_on_a_limit_does_not_flap() -> None:
-    w = Ward()
+    w = Ward(rules=SUBSCORE_1_ON)
     # an hour of HR hovering at the 90/91 edge of NEWS2 pulse subscore 1
     ts = np.arange(0.0, 3600.0, 5.0)
     vs = np.where(np.arange(ts.size) % 2 == 0, 89.0, 92.0)
@@ -163,7 +168,7 @@ def test_snooze_silences_then_sounds_again_while_the_condition_lasts() -> None:
 
 
 def test_a_snoozed_low_alarm_never_holds_back_a_higher_one() -> None:
-    w = Ward()
+    w = Ward(rules=SUBSCORE_1_ON)
     w.obs("hr", *steady(300, 78))
     assert w.obs("hr", *steady(600, 100, start=300)) == [(635.0, "hr.news2.1", "firing")]
     w.control("ack", {"id": w.alarm_id("hr.news2.1"), "by": "kim", "action": "snooze",
@@ -230,7 +235,7 @@ def test_technical_alarms_flatline_stale_device_and_self_check() -> None:
 
 
 def test_admission_overrides_and_discharge() -> None:
-    w = Ward()
+    w = Ward(rules=SUBSCORE_1_ON)  # the ward wants subscore-1 alarms
     w.obs("hr", *steady(300, 78))
     # an athlete's admission: HR subscore-1 alarms off for this patient
     assert w.control("admit", {"patient": "p-9", "rules": {
@@ -305,9 +310,12 @@ def test_rule_overrides_must_nest() -> None:
     with pytest.raises(ConfigError, match="more severe"):
         RuleSet({"4A": parse_overrides({"hr.news2.2": {"threshold": 140.0}}, "t")}).for_bed(
             "4A", "1")
-    rs = RuleSet({"4A": parse_overrides({"hr.news2.1": {"priority": "medium"}}, "t")})
+    rs = RuleSet({"4A": parse_overrides({"hr.news2.2": {"priority": "high"}}, "t")})
     lv = rs.for_bed("4A", "1").by_name["hr.high"].levels[0]
-    assert replace(lv, priority="low") == rs.for_bed("4B", "1").by_name["hr.high"].levels[0]
+    assert lv.code == "hr.news2.2"  # hr.news2.1 is off by default
+    assert replace(lv, priority="medium") == rs.for_bed("4B", "1").by_name["hr.high"].levels[0]
+    on = RuleSet({"4A": parse_overrides({"hr.news2.1": {"enabled": True}}, "t")})
+    assert on.for_bed("4A", "1").by_name["hr.high"].levels[0].code == "hr.news2.1"
 
 
 def test_alarm_burden_per_bed_and_rule_from_the_store_and_the_cli(tmp_path: Path) -> None:
@@ -339,8 +347,7 @@ def test_predicted_sbp_low_hands_over_to_the_value_alarm_and_stays_quiet_while_i
     assert w.obs("sbp", ts, [130, 129, 131, 130, 128, 130, 129, 130]) == []
     fall = ts[-1] + 900 * np.arange(1, 8)
     assert w.obs("sbp", fall, [120, 108, 96, 86, 92, 95, 96]) == [
-        (8100.0, "sbp.news2.1", "firing"),
-        (9000.0, "sbp.news2.1", "resolved"),
+        # (108 at 8100 scores NEWS2 1: off by default, no alarm)
         (9000.0, "sbp.news2.2", "firing"),
         (9000.0, "sbp.low.predicted", "firing"),  # 96 now, ≤ 90 predicted within 15 min
         (9900.0, "sbp.news2.2", "resolved"),

@@ -58,11 +58,11 @@ def test_the_readme_rule_table_is_the_rule_set() -> None:
     documented = set()
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 6 and cells[0].startswith("`"):
+        if len(cells) == 7 and cells[0].startswith("`"):
             code, rule = cells[0].strip("`"), cells[1].strip("`")
             documented.add((rule.replace("{metric}", "hr"), code.replace("{metric}", "hr"),
-                            cells[3], float(cells[4]), float(cells[5])))
-    actual = {(r.name, lv.code, lv.priority, lv.delay_s, lv.hysteresis)
+                            cells[3], float(cells[4]), float(cells[5]), cells[6] == "on"))
+    actual = {(r.name, lv.code, lv.priority, lv.delay_s, lv.hysteresis, lv.on)
               for r in DEFAULT_RULES for lv in r.levels
               if r.signal not in ("stale", "flat") or r.source == "hr"}
     assert documented == actual

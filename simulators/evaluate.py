@@ -1,0 +1,236 @@
+"""``wardwatch evaluate``: a cohort of virtual patients through wardwatch and baselines.
+
+Every patient's reported streams go through the live scoring kernels and alarm engine
+(replay mode: observation time is the clock), and through two baselines on the same
+samples:
+
+* ``thresholds`` — plain NEWS2 bands and ADA levels on the raw values, no delay, no
+  artifact filter: an alarm each time a value enters a more severe alarming band.
+* ``ar2`` — Nightscout's AR2 predictive low for glucose: x = ln(BG/140),
+  x(t+5) = 1.716·x(t) − 0.723·x(t−5), 30 min ahead; an alarm when the prediction
+  first falls below 70 mg/dL.
+
+Scoring against the ground truth, per event type:
+
+* an event *counts* when its true value crosses its clinical threshold (SBP ≤ 90 for
+  sepsis and haemorrhage, ≥ 220 for a hypertensive crisis, HR ≤ 40 for bradycardia,
+  glucose < 70 / > 250); it is *detected* when a clinical alarm of its family
+  (cardiovascular or glucose) fires between its onset and its end;
+* lead time = threshold crossing − the first such alarm (negative: after the crossing);
+* a *false alarm* is a clinical alarm of a family with no event of that family going on
+  (onset to end + 1 h) for that patient. Technical alarms (stale, flatline, offline) are
+  not counted here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from monitor.config import AlarmSettings
+from monitor.lifecycle import AlarmEngine
+from monitor.rules import RULES
+from monitor.scoring import Scorer
+from monitor.vitals import GLUCOSE, METRIC_IDS
+from simulators.patients import GLUCOSE_EVENTS, SCENARIOS, Patient
+
+TECHNICAL = (".stale", ".flatline", "device.", "system.")
+AFTER_EVENT_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    t: float
+    code: str
+    priority: str
+
+
+def family_of_code(code: str) -> str:
+    return "glucose" if code.startswith("glucose.") or code.startswith("ar2.") else "cardio"
+
+
+def family_of_event(kind: str) -> str:
+    return "glucose" if kind in GLUCOSE_EVENTS else "cardio"
+
+
+def clinical(code: str) -> bool:
+    return not any(code.endswith(x) or code.startswith(x) for x in TECHNICAL)
+
+
+def wardwatch_alarms(p: Patient) -> list[Alarm]:
+    """The alarms wardwatch raises for one patient's streams (first firing of each)."""
+    scorer = Scorer()
+    engine = AlarmEngine(settings=AlarmSettings(escalate_high_s=0, escalate_medium_s=0))
+    sid, metric, ts, vs = [], [], [], []
+    for name, (t, v) in p.streams.items():
+        mid = METRIC_IDS[name]
+        s = scorer.streams.index(p.ward, p.bed, mid)
+        sid.append(np.full(t.size, s))
+        metric.append(np.full(t.size, mid))
+        ts.append(t)
+        vs.append(v)
+    batch = scorer.score(np.concatenate(sid), np.concatenate(metric), np.concatenate(ts),
+                         np.concatenate(vs), float(np.concatenate(ts).max()))
+    seen: set[str] = set()
+    out = []
+    for _, ev in engine.update(batch, scorer.streams):
+        if ev.state == "firing" and ev.id not in seen:
+            seen.add(ev.id)
+            out.append(Alarm(ev.t, ev.code, ev.priority))
+    return out
+
+
+def threshold_alarms(p: Patient) -> list[Alarm]:
+    """Plain bands on raw values: an alarm on every entry into a more severe band."""
+    out = []
+    for name, (t, v) in p.streams.items():
+        rule = RULES.get(METRIC_IDS[name])
+        if rule is None:
+            continue
+        order = np.argsort(t, kind="stable")
+        normal = next(i for i, b in enumerate(rule.bands) if b.code is None)
+        prev_sev = 0
+        for tt, vv in zip(t[order].tolist(), v[order].tolist(), strict=True):
+            b = rule.band_of(vv)
+            sev = abs(b - normal)
+            band = rule.bands[b]
+            if sev > prev_sev and band.code is not None and band.priority is not None:
+                out.append(Alarm(tt, band.code, band.priority))
+            prev_sev = sev
+    return sorted(out, key=lambda a: a.t)
+
+
+def ar2_alarms(p: Patient) -> list[Alarm]:
+    """Nightscout's AR2 low-glucose forecast, 30 min ahead, on the CGM stream."""
+    if "glucose" not in p.streams:
+        return []
+    t, v = p.streams["glucose"]
+    order = np.argsort(t)
+    t, v = t[order], v[order]
+    out = []
+    low = False
+    for i in range(1, t.size):
+        if not 240 <= t[i] - t[i - 1] <= 360 or v[i] <= 0 or v[i - 1] <= 0:
+            low = False
+            continue
+        x1, x0 = math.log(v[i] / 140.0), math.log(v[i - 1] / 140.0)
+        for _ in range(6):  # 6 × 5 min
+            x1, x0 = 1.716 * x1 - 0.723 * x0, x1
+        predicted = 140.0 * math.exp(x1)
+        if predicted < 70.0 and not low:
+            out.append(Alarm(float(t[i]), "ar2.low.predicted", "medium"))
+        low = predicted < 70.0
+    return out
+
+
+DETECTORS = {"wardwatch": wardwatch_alarms, "thresholds": threshold_alarms}
+
+
+@dataclass
+class Tally:
+    """Figures for one detector."""
+
+    events: dict[str, list[float | None]] = field(default_factory=dict)  # kind → leads
+    false_alarms: dict[str, int] = field(default_factory=lambda: {"cardio": 0, "glucose": 0})
+    alarms: int = 0
+
+
+def score_patient(p: Patient, alarms: list[Alarm], tally: Tally) -> None:
+    clinical_alarms = [a for a in alarms if clinical(a.code)]
+    tally.alarms += len(clinical_alarms)
+    windows = [(family_of_event(e.kind), e.onset, e.end + AFTER_EVENT_S) for e in p.events]
+    for a in clinical_alarms:
+        fam = family_of_code(a.code)
+        if not any(f == fam and lo <= a.t <= hi for f, lo, hi in windows):
+            tally.false_alarms[fam] += 1
+    for e in p.events:
+        if math.isnan(e.crossing):
+            continue  # a subclinical event: neither required nor false
+        fam = family_of_event(e.kind)
+        hits = [a.t for a in clinical_alarms if family_of_code(a.code) == fam
+                and e.onset <= a.t <= e.end]
+        lead = (e.crossing - min(hits)) / 60.0 if hits else None
+        tally.events.setdefault(e.kind, []).append(lead)
+
+
+def _summary(tally: Tally, patient_days: float, glucose_days: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"alarms_per_patient_day": tally.alarms / patient_days,
+                           "false_alarms_per_patient_day":
+                               sum(tally.false_alarms.values()) / patient_days,
+                           "events": {}}
+    for kind in SCENARIOS[1:]:
+        leads = tally.events.get(kind, [])
+        found = [x for x in leads if x is not None]
+        fam = family_of_event(kind)
+        days = glucose_days if fam == "glucose" else patient_days
+        out["events"][kind] = {
+            "n": len(leads),
+            "sensitivity": len(found) / len(leads) if leads else None,
+            "lead_time_median_min": float(np.median(found)) if found else None,
+            "lead_time_p10_min": float(np.percentile(found, 10)) if found else None,
+            "false_alarms_per_patient_day": tally.false_alarms[fam] / max(days, 1e-9),
+        }
+    return out
+
+
+def evaluate(patients: Iterable[Patient], *, detectors: dict[str, Any] | None = None,
+             progress: Any = None) -> dict[str, Any]:
+    """Figures per detector and event type (the JSON of ``wardwatch evaluate``)."""
+    detectors = detectors or {**DETECTORS, "ar2": ar2_alarms}
+    tallies = {name: Tally() for name in detectors}
+    patient_days = glucose_days = 0.0
+    n = 0
+    for p in patients:
+        n += 1
+        patient_days += p.days
+        if "glucose" in p.streams:
+            glucose_days += p.days
+        for name, fn in detectors.items():
+            score_patient(p, fn(p), tallies[name])
+        if progress is not None:
+            progress()
+    result = {name: _summary(t, patient_days, glucose_days) for name, t in tallies.items()}
+    return {"patients": n, "patient_days": patient_days,
+            "glucose_patient_days": glucose_days, "detectors": result}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The report: one table per event type, detectors side by side."""
+    det = result["detectors"]
+    names = list(det)
+    lines = [f"# wardwatch evaluation — {result['patients']} patients, "
+             f"{result['patient_days']:g} patient-days", ""]
+    lines += ["| detector | alarms / patient-day | false alarms / patient-day |", "|---|---|---|"]
+    for name in names:
+        d = det[name]
+        lines.append(f"| {name} | {d['alarms_per_patient_day']:.2f} | "
+                     f"{d['false_alarms_per_patient_day']:.2f} |")
+    for kind in SCENARIOS[1:]:
+        lines += ["", f"## {kind}", "",
+                  "| detector | events | sensitivity | median lead (min) | 10th pct lead (min) |",
+                  "|---|---|---|---|---|"]
+        for name in names:
+            e = det[name]["events"][kind]
+
+            def fmt(x: float | None, spec: str) -> str:
+                return "—" if x is None else format(x, spec)
+
+            lines.append(f"| {name} | {e['n']} | {fmt(e['sensitivity'], '.2f')} | "
+                         f"{fmt(e['lead_time_median_min'], '.1f')} | "
+                         f"{fmt(e['lead_time_p10_min'], '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "GLUCOSE",
+    "Alarm",
+    "ar2_alarms",
+    "evaluate",
+    "markdown",
+    "threshold_alarms",
+    "wardwatch_alarms",
+]
