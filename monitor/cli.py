@@ -92,14 +92,26 @@ def main(argv: list[str] | None = None) -> int:
                          help="replace an existing user's password and role")
     p_users.add_argument("--config", metavar="FILE", help="TOML settings (for [store] dir)")
     p_users.add_argument("--store", metavar="DIR", help="state directory (station.db)")
-    p_sim = sub.add_parser("simulate", help="virtual patients with ground truth, to files")
+    p_sim = sub.add_parser(
+        "simulate", help="virtual patients with ground truth: publish over MQTT or write files")
     p_sim.add_argument("--patients", type=int, default=20)
     p_sim.add_argument("--days", type=float, default=1.0, help="stay per patient (default 1)")
     p_sim.add_argument("--scenario-mix", metavar="MIX",
                        help="e.g. stable=0.5,sepsis=0.2,hypoglycaemia=0.3 (default: a ward mix)")
     p_sim.add_argument("--seed", type=int, default=1)
-    p_sim.add_argument("--out", required=True, metavar="DIR",
-                       help="writes streams.csv, events.csv and artifacts.csv")
+    where = p_sim.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DIR",
+                       help="write streams.csv, events.csv and artifacts.csv")
+    where.add_argument("--broker", metavar="URL", help="publish over MQTT, per the wire contract")
+    p_sim.add_argument("--speed", type=float, default=1.0,
+                       help="observation seconds per wall second (0: as fast as possible)")
+    p_rep = sub.add_parser("replay", help="publish a recorded streams.csv over MQTT")
+    p_rep.add_argument("file", metavar="FILE", help="CSV: ward,bed,metric,timestamp,value")
+    p_rep.add_argument("--broker", required=True, metavar="URL")
+    p_rep.add_argument("--speed", type=float, default=1.0,
+                       help="observation seconds per wall second (0: as fast as possible)")
+    p_rep.add_argument("--keep-times", action="store_true",
+                       help="send the recorded timestamps (default: move the start to now)")
     p_eval = sub.add_parser("evaluate", help="a virtual cohort through wardwatch and baselines")
     p_eval.add_argument("--patients", type=int, default=200)
     p_eval.add_argument("--days", type=float, default=1.0)
@@ -109,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--report", metavar="FILE", help="the figures as Markdown")
     args = parser.parse_args(argv)
 
-    if args.command in ("simulate", "evaluate"):
-        return _simulate(args) if args.command == "simulate" else _evaluate(args)
+    if args.command in ("simulate", "evaluate", "replay"):
+        return {"simulate": _simulate, "evaluate": _evaluate, "replay": _replay}[args.command](
+            args)
     if args.command == "users":
         return _users(args)
     if args.command == "score":
@@ -158,6 +171,11 @@ def _simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wardwatch: --scenario-mix: {exc}", file=sys.stderr)
         return 2
+    if args.broker:
+        from simulators.publish import patient_rows
+
+        rows = patient_rows(cohort(args.patients, seed=args.seed, days=args.days, mix=mix))
+        return _publish(args.broker, rows, args.speed, retime=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with (open(out / "streams.csv", "w", newline="") as fs,
@@ -178,6 +196,40 @@ def _simulate(args: argparse.Namespace) -> int:
             artifacts.writerows((a.patient, a.kind, a.metric, a.start, a.end)
                                 for a in p.artifacts)
     print(f"{args.patients} patients written to {out}", file=sys.stderr)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulators.publish import csv_rows
+
+    try:
+        rows = csv_rows(Path(args.file))
+    except (OSError, ValueError) as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 2
+    return _publish(args.broker, rows, args.speed, retime=not args.keep_times)
+
+
+def _publish(url: str, rows: list[Any], speed: float, *, retime: bool) -> int:
+    from rich.progress import Progress
+
+    from simulators.publish import messages, publish
+
+    total = sum(1 for _ in messages(rows, retime=False, now=0.0))
+    try:
+        with Progress(console=_stderr_console()) as progress:
+            task = progress.add_task(f"publishing at {speed:g}x" if speed else "publishing",
+                                     total=total)
+            sent = asyncio.run(publish(url, rows, speed=speed, retime=retime,
+                                       progress=lambda: progress.advance(task)))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # aiomqtt.MqttError and connection failures
+        print(f"wardwatch: cannot publish to {url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {sent} messages ({len(rows)} observations) to {url}", file=sys.stderr)
     return 0
 
 
