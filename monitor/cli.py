@@ -158,18 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _mix(text: str | None) -> dict[str, float] | None:
+    from simulators.patients import parse_mix
+
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        print(f"wardwatch: --scenario-mix: {exc}", file=sys.stderr)
+        return None
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import csv
     from pathlib import Path
 
     from rich.progress import track
 
-    from simulators.patients import cohort, parse_mix
+    from simulators.patients import cohort
 
-    try:
-        mix = parse_mix(args.scenario_mix)
-    except ValueError as exc:
-        print(f"wardwatch: --scenario-mix: {exc}", file=sys.stderr)
+    mix = _mix(args.scenario_mix)
+    if mix is None:
         return 2
     if args.broker:
         from simulators.publish import patient_rows
@@ -240,12 +248,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from simulators.evaluate import evaluate, markdown
-    from simulators.patients import cohort, parse_mix
+    from simulators.patients import cohort
 
-    try:
-        mix = parse_mix(args.scenario_mix)
-    except ValueError as exc:
-        print(f"wardwatch: --scenario-mix: {exc}", file=sys.stderr)
+    mix = _mix(args.scenario_mix)
+    if mix is None:
         return 2
     with Progress(console=_stderr_console()) as progress:
         task = progress.add_task("evaluating", total=args.patients)

@@ -35,35 +35,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from monitor.alarms import AlarmEvent, alarm_id
 from monitor.config import AlarmSettings
 from monitor.errors import ConfigError
-from monitor.rules import NEWS2_PULSE, NEWS2_SBP, RULES
 from monitor.ruleset import (
-    DEFAULT_RULES,
-    NEWS2_ABSENT,
-    NEWS2_PULSE_SCORE,
-    NEWS2_SBP_SCORE,
-    BedRules,
     Level,
     Rule,
     RuleSet,
     parse_overrides,
 )
 from monitor.scoring import (
-    ARTIFACT,
-    DRIFT,
-    FLATLINE,
-    INVALID,
-    STALE_ORDER,
     ScoredBatch,
     StreamTable,
 )
-from monitor.scoring import _layout as L
-from monitor.scoring.params import PARAMS
-from monitor.vitals import METRIC_IDS, METRICS
+from monitor.signals import Signals
 
 log = logging.getLogger(__name__)
 
@@ -71,31 +56,6 @@ GroupKey = tuple[str, str, str]  # ward, bed, rule name
 BedKey = tuple[str, str]
 
 SYSTEM_WARD = "_system"  # ward of the pipeline's own alarms (not a valid ward name on the wire)
-_NAMES = [m.name for m in METRICS]
-_SPEC = {m.name: m for m in METRICS}
-_FRESH_S = {m.name: PARAMS[m.name].gap_s for m in METRICS}  # NEWS2 / shock index inputs
-_LOW = {m.name: PARAMS[m.name].low for m in METRICS}  # predicted-crossing thresholds
-# per metric id (and generic, last): the band in which it raises nothing, and the slope
-# beyond which a sample may matter to a rate rule
-_NORMAL_BAND = np.array([
-    next(b for b, band in enumerate(RULES[i].bands) if band.code is None) if i in RULES else 0
-    for i in range(len(METRICS) + 1)
-])
-# the value rule's level at the predicted-crossing threshold: once a value meets it,
-# the predictive alarm has done its job and the value alarm takes over
-_REACHED: dict[str, Level] = {
-    r.source: lv for r in DEFAULT_RULES if r.signal == "value"
-    for lv in r.levels if lv.threshold == PARAMS[r.source].low and lv.op in ("<", "<=")
-}
-# the middle of each metric's normal band: a drift is news when it heads for a limit
-_MIDDLE: dict[str, float] = {
-    METRICS[i].name: (r.edges[n - 1] + r.edges[n]) / 2 for i, r in RULES.items()
-    for n in [next(b for b, band in enumerate(r.bands) if band.code is None)]
-    if 0 < n < len(r.edges)
-}
-_SLOPE_OF_NOTE = np.array([2.0 if m.name == "glucose" else np.inf for m in METRICS] + [np.inf])
-
-
 @dataclass
 class GroupState:
     """One (bed, rule): when each level's condition began, and its active alarm."""
@@ -180,20 +140,11 @@ class AlarmEngine:
         self.groups: dict[GroupKey, GroupState] = {}  # non-idle machines only
         self.by_id: dict[str, GroupKey] = {}
         self.hot: Counter[BedKey] = Counter()  # non-idle machines per bed
-        # newest accepted (t, v) per stream row, as of the sample being judged
-        self._lat_t: Any = np.empty(0)
-        self._lat_v: Any = np.empty(0)
-        self._streams: StreamTable | None = None
-        self.drift: dict[tuple[str, str, str], tuple[float, float]] = {}  # last decision t, slope
-        # clock of the bed's last admission or discharge: streams not heard from since
-        # are the previous patient's, and are not expected (no stale-data alarm)
-        self.monitored_since: dict[BedKey, float] = {}
         self.admissions: dict[BedKey, dict[str, Any]] = {}
         self.audit: list[AuditEntry] = []  # not yet persisted
         self.dirty: set[GroupKey] = set()
         self.on_fire = on_fire
-        self._limits: Any = np.empty(0)
-        self._limits_at = (-1, -1)
+        self.signals = Signals(self)
         self.store = store
         if store is not None:
             self._load(store)
@@ -396,188 +347,15 @@ class AlarmEngine:
         self.audit.append(AuditEntry(clock, ev.ward, ev.bed, ev.id, ev.code, ev.priority, action,
                                      by, detail))
 
-    # -- scored batches ------------------------------------------------------------
+    # -- inputs -----------------------------------------------------------------------
     def update(self, batch: ScoredBatch, streams: StreamTable,
                clock: float | None = None) -> list[tuple[int, AlarmEvent]]:
         """(row in ``batch``, event) for every change ``batch`` causes, in time order.
 
         ``clock`` None: a replay, where observation time is the clock.
-        Only beds where something could change are visited sample by sample: a bed
-        with a live condition or alarm, custom thresholds, or a sample outside the
-        normal band, flagged, or predicted to cross; the rest only refresh their
-        newest values.
         """
-        n = len(batch)
-        if n == 0:
-            return []
-        keys = streams.keys
-        self._grow(streams)
-        status = batch.status
-        known = batch.metric < len(METRICS)  # generic streams raise nothing
-        metric = np.where(known, batch.metric, len(METRICS))
-        flagged = ((batch.band != _NORMAL_BAND[metric]) | ((status & (FLATLINE | DRIFT)) != 0)
-                   | (batch.out[:, L.O_TLO] <= 3600.0)
-                   | (np.abs(batch.out[:, L.O_SLOPE]) >= _SLOPE_OF_NOTE[metric])) & known
-        beds: set[BedKey] = {keys[s][:2] for s in np.unique(batch.sid[flagged]).tolist()}
-        beds |= self.hot.keys() | self.rules.custom_beds()
-        if self.rules.custom_wards:  # ward-wide custom thresholds: every bed of the ward
-            for s in np.unique(batch.sid[known]).tolist():
-                bk = keys[s][:2]
-                if bk not in beds and self.rules.for_bed(*bk).custom:
-                    beds.add(bk)
-        events: list[tuple[int, AlarmEvent]] = []
-        visited = np.zeros(batch.sid.shape, dtype=bool)
-        if beds:
-            chosen = [s for ward, bed in beds for m in range(len(METRICS))
-                      if (s := streams.find(ward, bed, m)) is not None]
-            visited = np.isin(batch.sid, chosen) & known
-            rows = np.flatnonzero(visited)
-            rows = rows[np.argsort(batch.t[rows], kind="stable")]
-            events = self._rows(batch, streams, rows, clock)
-        # everyone else: newest accepted values, for the next batch's bed-level rules
-        rest = np.unique(batch.sid[known & ~visited])
-        self._lat_t[rest] = streams.value_t[rest]
-        self._lat_v[rest] = streams.value[rest]
-        events.sort(key=lambda ie: ie[1].t)
-        return events
+        return self.signals.update(batch, streams, clock)
 
-    def _grow(self, streams: StreamTable) -> None:
-        self._streams = streams
-        n = len(streams)
-        if n > self._lat_t.size:
-            size = max(256, 2 * n)
-            t, v = np.full(size, np.nan), np.full(size, np.nan)
-            t[:self._lat_t.size] = self._lat_t
-            v[:self._lat_v.size] = self._lat_v
-            self._lat_t, self._lat_v = t, v
-
-    def _rows(self, batch: ScoredBatch, streams: StreamTable, rows: Any,
-              clock: float | None) -> list[tuple[int, AlarmEvent]]:
-        keys = streams.keys
-        out = batch.out[rows]
-        cols = zip(rows.tolist(), batch.sid[rows].tolist(), batch.t[rows].tolist(),
-                   batch.v[rows].tolist(), batch.status[rows].tolist(),
-                   out[:, L.O_TLO].tolist(), out[:, L.O_SLOPE].tolist(),
-                   out[:, L.O_FC].tolist(), strict=True)
-        events: list[tuple[int, AlarmEvent]] = []
-        for i, sid, t, v, st, tlo, slope, fc in cols:
-            if st & (STALE_ORDER | INVALID):
-                continue
-            ward, bed, mid = keys[sid]
-            name = _NAMES[mid]
-            br = self.rules.for_bed(ward, bed)
-            now = t if clock is None else clock
-            fcast = None if fc != fc else round(fc, 2)
-            evs: list[AlarmEvent] = []
-            off = (ward, bed, "device.offline")
-            if off in self.groups:  # data from the bed: the device is back
-                (rule,) = br.get("offline")
-                evs += self.feed(off, rule, max(t, self.groups[off].last_t), 0.0, now, 0.0,
-                                 None, "bedside device sending again")
-            flat = 1.0 if st & FLATLINE else 0.0
-            for rule in br.get("flat", name):
-                evs += self.feed((ward, bed, rule.name), rule, t, flat, now, v, None,
-                                 f"{_SPEC[name].label} {_fmt(v)} {_SPEC[name].unit}")
-            if not st & (ARTIFACT | FLATLINE):
-                self._lat_t[sid] = t
-                self._lat_v[sid] = v
-                evs += self._accepted(br, ward, bed, name, t, v, st, tlo, slope, fcast, now)
-            events.extend((i, ev) for ev in evs)
-        return events
-
-    def _accepted(self, br: BedRules, ward: str, bed: str, name: str, t: float, v: float,
-                  st: int, tlo: float, slope: float, fc: float | None,
-                  now: float) -> list[AlarmEvent]:
-        spec = _SPEC[name]
-        shown = f"{spec.label} {_fmt(v)} {spec.unit}"
-        evs: list[AlarmEvent] = []
-        value_rules = br.get("value", name)
-        for rule in value_rules:
-            evs += self.feed((ward, bed, rule.name), rule, t, v, now, v, fc, shown)
-        for rule in br.get("tlo", name):
-            reached = _REACHED.get(name)
-            if reached is not None and (reached.enters(v) or self._alarm_at_or_beyond(
-                    ward, bed, value_rules, reached.code)):
-                minutes, note = math.inf, f"{shown}: threshold reached"
-            else:
-                minutes = tlo / 60.0 if tlo == tlo else math.inf
-                note = (f"{shown}, forecast {_fmt(fc) if fc is not None else '—'} "
-                        f"at {PARAMS[name].horizon_s / 60:g} min")
-            evs += self.feed((ward, bed, rule.name), rule, t, minutes, now, v, fc, note)
-        for rule in br.get("slope", name):
-            evs += self.feed((ward, bed, rule.name), rule, t, slope, now, v, fc,
-                             f"{shown}, {slope:+.1f} {spec.unit}/min")
-        drift_rules = br.get("drift", name)
-        if drift_rules:
-            # A drift is news only while no value alarm of the metric is pending or
-            # active: a step into an alarming band is that alarm's, not a second one.
-            dk = (ward, bed, name)
-            mid = _MIDDLE.get(name, math.nan)
-            if st & DRIFT and ((slope > 0 and v > mid) or (slope < 0 and v < mid)):
-                self.drift[dk] = (t, slope)  # heading for a limit of the normal band
-            took_over = any((ward, bed, r.name) in self.groups for r in value_rules)
-            if took_over:
-                self.drift.pop(dk, None)
-            last = self.drift.get(dk)
-            if last is None and any((ward, bed, r.name) in self.groups for r in drift_rules):
-                last = (-math.inf, 0.0)
-            if last is not None:
-                age = (t - last[0]) / 60.0
-                way = "up" if last[1] > 0 else "down" if last[1] < 0 else ""
-                note = (f"{shown}: a value alarm took over" if took_over
-                        else f"{shown}, drifting {way}".rstrip(", "))
-                for rule in drift_rules:
-                    evs += self.feed((ward, bed, rule.name), rule, t, age, now, v, fc, note)
-                if age > 24 * 60:
-                    self.drift.pop(dk, None)
-        if name in ("hr", "sbp"):
-            evs += self._bed_level(br, ward, bed, t, now)
-        return evs
-
-    def _alarm_at_or_beyond(self, ward: str, bed: str, rules: tuple[Rule, ...],
-                            code: str) -> bool:
-        """Whether a value rule's active alarm (latched too) is ``code`` or more severe."""
-        for rule in rules:
-            gs = self.groups.get((ward, bed, rule.name))
-            at = rule.level_index(code)
-            if gs is not None and gs.alarm is not None and at is not None:
-                cur = rule.level_index(gs.alarm.code)
-                if cur is not None and cur >= at:
-                    return True
-        return False
-
-    def _bed_level(self, br: BedRules, ward: str, bed: str, t: float,
-                   now: float) -> list[AlarmEvent]:
-        fresh: dict[str, float] = {}
-        streams = self._streams
-        for m in ("hr", "sbp"):
-            s = None if streams is None else streams.find(ward, bed, METRIC_IDS[m])
-            if s is not None and t - self._lat_t[s] <= _FRESH_S[m]:  # NaN: never seen
-                fresh[m] = float(self._lat_v[s])
-        evs: list[AlarmEvent] = []
-        parts = []
-        total = 0
-        if "hr" in fresh:
-            s = NEWS2_PULSE_SCORE[NEWS2_PULSE.band_of(fresh["hr"])]
-            total += s
-            parts.append(f"pulse {s}")
-        if "sbp" in fresh:
-            s = NEWS2_SBP_SCORE[NEWS2_SBP.band_of(fresh["sbp"])]
-            total += s
-            parts.append(f"SBP {s}")
-        for rule in br.get("news2"):
-            evs += self.feed((ward, bed, rule.name), rule, t, float(total), now, float(total),
-                             None, f"NEWS2 partial aggregate {total} ({', '.join(parts)}; "
-                                   f"not monitored: {', '.join(NEWS2_ABSENT)})")
-        if "hr" in fresh and "sbp" in fresh and fresh["sbp"] > 0:
-            si = fresh["hr"] / fresh["sbp"]
-            for rule in br.get("shock"):
-                evs += self.feed((ward, bed, rule.name), rule, t, si, now, round(si, 2), None,
-                                 f"shock index {si:.2f} (HR {_fmt(fresh['hr'])} / "
-                                 f"SBP {_fmt(fresh['sbp'])})")
-        return evs
-
-    # -- the clock -----------------------------------------------------------------
     def tick(self, clock: float, streams: StreamTable | None = None,
              system: Mapping[str, float] | None = None) -> list[AlarmEvent]:
         """Timers (escalation, snooze end), stale streams and the pipeline self-check."""
@@ -586,48 +364,13 @@ class AlarmEngine:
             if gs.alarm is not None:
                 events += self._timers(key, gs, clock)
         if streams is not None:
-            events += self._stale(clock, streams)
+            events += self.signals.stale(clock, streams)
         for source, x in (system or {}).items():
             br = self.rules.default
             for rule in br.get("system", source):
                 key = (SYSTEM_WARD, self.system_bed, rule.name)
                 events += self.feed(key, rule, clock, x, clock, x, None, f"{x:g}")
         return events
-
-    def _stale(self, clock: float, streams: StreamTable) -> list[AlarmEvent]:
-        n = len(streams)
-        if n == 0:
-            return []
-        seen = streams.wall_seen[:n]
-        limit = self._stale_limits(streams)
-        age = clock - seen
-        cand = set(np.flatnonzero((age > limit) & (seen > 0)).tolist())
-        cand |= {i for i, k in enumerate(streams.keys)
-                 if k[2] < len(METRICS) and (k[0], k[1], f"{_NAMES[k[2]]}.stale") in self.groups}
-        events: list[AlarmEvent] = []
-        for i in sorted(cand):
-            ward, bed, mid = streams.keys[i]
-            if self.monitored_since.get((ward, bed), -math.inf) >= seen[i]:
-                continue
-            name = _NAMES[mid]
-            for rule in self.rules.for_bed(ward, bed).get("stale", name):
-                a = float(age[i])
-                events += self.feed((ward, bed, rule.name), rule, clock, a, clock, round(a),
-                                    None, f"{_SPEC[name].label}: last sample {a / 60:.1f} min ago")
-        return events
-
-    def _stale_limits(self, streams: StreamTable) -> Any:
-        """Per stream, the age at which its ``<metric>.stale`` rule fires (inf: none)."""
-        stamp = (len(streams), self.rules.version)
-        if self._limits_at != stamp:
-            limits = np.full(len(streams), np.inf)
-            for i, (ward, bed, mid) in enumerate(streams.keys):
-                if mid < len(METRICS):
-                    rules = self.rules.for_bed(ward, bed).get("stale", _NAMES[mid])
-                    if rules:
-                        limits[i] = rules[0].levels[0].threshold
-            self._limits, self._limits_at = limits, stamp
-        return self._limits
 
     # -- commands from people and devices ------------------------------------------
     def ack(self, ward: str, bed: str, request: Mapping[str, Any], clock: float) -> AckResult:
@@ -700,7 +443,7 @@ class AlarmEngine:
         overrides = parse_overrides(rules, f"admission {ward}/{bed}")  # ConfigError if bad
         events = self._end_alarms(ward, bed, clock, "new admission")
         self.rules.set_patient(ward, bed, overrides)
-        self.monitored_since[(ward, bed)] = clock
+        self.signals.forget(ward, bed, clock)
         adm = {"patient": patient, "rules": dict(rules), "admitted": clock}
         self.admissions[(ward, bed)] = adm
         self.audit.append(AuditEntry(clock, ward, bed, "", "", "", "admitted", "admission",
@@ -714,12 +457,7 @@ class AlarmEngine:
         events = self._end_alarms(ward, bed, clock, "patient discharged")
         self.rules.set_patient(ward, bed, None)
         self.admissions.pop((ward, bed), None)
-        self.monitored_since[(ward, bed)] = clock
-        if self._streams is not None:
-            for m in range(len(METRICS)):
-                s = self._streams.find(ward, bed, m)
-                if s is not None and s < self._lat_t.size:
-                    self._lat_t[s] = np.nan
+        self.signals.forget(ward, bed, clock)
         self.audit.append(AuditEntry(clock, ward, bed, "", "", "", "discharged", "admission",
                                      ""))
         if self.store is not None:
@@ -747,11 +485,6 @@ class AlarmEngine:
     def counts(self) -> Counter[tuple[str, str]]:
         """Active alarms by (ward, priority); called from the /metrics thread."""
         return Counter((a.ward, a.priority) for a, _ in self.active())
-
-
-def _fmt(v: float) -> str:
-    """A vital as a person reads it: whole numbers from 10 up, one decimal below."""
-    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.1f}"
 
 
 def _round(x: float) -> float:
