@@ -35,7 +35,7 @@ from monitor.config import AlarmSettings
 from monitor.lifecycle import AlarmEngine
 from monitor.rules import RULES
 from monitor.scoring import Scorer
-from monitor.vitals import GLUCOSE, METRIC_IDS
+from monitor.vitals import METRIC_IDS
 from simulators.patients import GLUCOSE_EVENTS, SCENARIOS, Patient
 
 TECHNICAL = (".stale", ".flatline", "device.", "system.")
@@ -226,7 +226,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "GLUCOSE",
     "Alarm",
     "ar2_alarms",
     "evaluate",

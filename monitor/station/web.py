@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from monitor.alarmstore import AlarmStore
-from monitor.lifecycle import SYSTEM_WARD, GroupState
+from monitor.lifecycle import GroupState
 from monitor.pipeline import Processor
 from monitor.rules import RULES
 from monitor.station.auth import Accounts, Session
@@ -358,4 +358,4 @@ def _nulls(a: Any) -> list[float | None]:
     return [None if x != x else round(x, 2) for x in a.tolist()]
 
 
-__all__ = ["SYSTEM_WARD", "Accounts", "Station", "ward_snapshot"]
+__all__ = ["Station", "alarm_view", "ward_snapshot"]
