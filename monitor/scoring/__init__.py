@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.rules import rule_tables
+from monitor.scoring import _cache
 from monitor.scoring import _layout as L
 from monitor.scoring._kernels import score_batch, score_batch_parallel
 from monitor.scoring._layout import (
@@ -35,6 +36,8 @@ __all__ = ["ARTIFACT", "BAND_CHANGED", "DRIFT", "FLATLINE", "GAP", "GENERIC", "I
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+
+_cache.drop_stale()
 
 PARALLEL_MIN = 50_000  # samples in a batch before threads pay for themselves
 

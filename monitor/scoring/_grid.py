@@ -34,6 +34,7 @@ from monitor.scoring._layout import (
     F_SLOPE,
     F_THI,
     F_TLO,
+    F_TREND,
     F_Y,
     F_ZINNOV,
     GHIST,
@@ -48,6 +49,9 @@ from monitor.scoring._layout import (
     P_HORIZON,
     P_LAMBDA,
     P_LO,
+    P_SLOPE_N,
+    P_TREND_S,
+    P_TREND_TAU,
     P_VAR_FLOOR,
 )
 
@@ -69,6 +73,7 @@ def clear_forecast(s, fs):  # type: ignore[no-untyped-def]
     fs[s, F_PLO] = np.nan
     fs[s, F_PHI] = np.nan
     fs[s, F_SLOPE] = np.nan
+    fs[s, F_TREND] = np.nan
 
 
 @njit(cache=True)
@@ -95,19 +100,31 @@ def _grid_push(s, y, ist, gh):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _theil_sen(s, ist, gh, grid, scratch):  # type: ignore[no-untyped-def]
-    """Median of pairwise slopes over the grid history, per minute."""
-    n = ist[s, I_GLEN]
+def _theil_sen(s, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
+    """Median of pairwise slopes over the newest P_SLOPE_N grid values, per minute, into
+    F_SLOPE; and
+    Kendall's tau of the history (concordant minus discordant pairs over all pairs)
+    into F_TREND."""
+    n = min(ist[s, I_GLEN], int(p[P_SLOPE_N]))
     if n < 3:
-        return np.nan
+        fs[s, F_SLOPE] = np.nan
+        fs[s, F_TREND] = np.nan
+        return
     start = (ist[s, I_GHEAD] - n) % GHIST
     k = 0
+    sign = 0
     for a in range(n):
         ya = gh[s, (start + a) % GHIST]
         for b in range(a + 1, n):
-            scratch[k] = (gh[s, (start + b) % GHIST] - ya) / ((b - a) * grid) * 60.0
+            d = gh[s, (start + b) % GHIST] - ya
+            if d > 0.0:
+                sign += 1
+            elif d < 0.0:
+                sign -= 1
+            scratch[k] = d / ((b - a) * p[P_GRID_S]) * 60.0
             k += 1
-    return _median(scratch, k)
+    fs[s, F_TREND] = sign / k
+    fs[s, F_SLOPE] = _median(scratch, k)
 
 
 @njit(cache=True)
@@ -144,6 +161,20 @@ def _forecast(s, t, fs, p):  # type: ignore[no-untyped-def]
         a2 = a1
         a1 = a
         psi += a
+    # a monotone trend along its robust slope (per minute), up to P_TREND_S ahead
+    slope = fs[s, F_SLOPE]
+    tau = fs[s, F_TREND]
+    y0 = fs[s, F_Y]
+    reach = p[P_TREND_S]
+    if reach > 0.0 and slope == slope and abs(tau) >= p[P_TREND_TAU]:
+        if slope < 0.0 and tau < 0.0 and y0 > lo:
+            tt = (y0 - lo) / -slope * 60.0
+            if tt <= reach and tt < tlo:
+                tlo = tt
+        if slope > 0.0 and tau > 0.0 and y0 < hi:
+            tt = (hi - y0) / slope * 60.0
+            if tt <= reach and tt < thi:
+                thi = tt
     sd = math.sqrt(fs[s, F_SIG2] * var_sum) * scale
     fs[s, F_FC] = y
     fs[s, F_FC_SD] = sd
@@ -245,7 +276,7 @@ def grid_update(s, t, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
     ist[s, I_NGRID] += 1
     ist[s, I_BUCKET] = b
     _grid_push(s, ynew, ist, gh)
-    fs[s, F_SLOPE] = _theil_sen(s, ist, gh, grid, scratch)
+    _theil_sen(s, fs, ist, gh, p, scratch)
     if ist[s, I_NGRID] >= WARMUP_GRID:
         _forecast(s, t, fs, p)
     return flags

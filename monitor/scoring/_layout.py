@@ -43,7 +43,8 @@ F_SHIFT = 31  # the rolling sums are of (x - shift): no cancellation in the vari
 F_DT = 32  # last dt between accepted samples, and the EWMA weights it gave (cache)
 F_ALPHA = 33
 F_ALPHA_FAST = 34
-NF = 35
+F_TREND = 35  # Kendall's tau of the grid history: how monotone the slope's evidence is
+NF = 36
 
 # -- int state -----------------------------------------------------------------------
 I_N = 0  # accepted samples since (re)start
@@ -61,7 +62,7 @@ I_NSW = 11  # values in the sorted Hampel window
 NI = 12
 
 RING = 64  # raw samples kept per stream
-GHIST = 6  # grid values kept per stream (robust slope)
+GHIST = 12  # grid values kept per stream (robust slope): the most P_SLOPE_N may ask
 WMAX = 16  # largest median / Hampel window
 
 # -- per-metric parameters -----------------------------------------------------------
@@ -87,7 +88,10 @@ P_HI = 18
 P_CUS_K = 19  # CUSUM reference and decision interval, in innovation sds
 P_CUS_H = 20
 P_FAST_TAU = 21
-NP = 22
+P_TREND_S = 22  # a monotone trend is extrapolated this far for the crossings (0: off)
+P_TREND_TAU = 23  # |Kendall's tau| from which a trend counts as monotone
+P_SLOPE_N = 24  # grid points in the Theil-Sen slope (3..GHIST)
+NP = 25
 
 # -- per-sample outputs --------------------------------------------------------------
 O_SCORE = 0

@@ -63,6 +63,7 @@ class RefStream:
     plo: float = math.nan
     phi_hi: float = math.nan
     slope: float = math.nan
+    trend: float = math.nan
     zin: float = math.nan
     cpos: float = 0.0
     cneg: float = 0.0
@@ -78,7 +79,7 @@ class RefStream:
         self.art_run = 0
         self.cpos = self.cneg = 0.0
         self.fc = self.fc_sd = self.fc_t = self.plo = self.phi_hi = math.nan
-        self.slope = self.zin = math.nan
+        self.slope = self.trend = self.zin = math.nan
         self.tlo = self.thi = math.inf
 
     def step(self, t: float, x: float) -> tuple[list[float], int, int]:
@@ -183,6 +184,7 @@ class RefStream:
             self.hist.clear()
             self.hist.append(y_new)
             self.fc = self.fc_sd = self.fc_t = self.plo = self.phi_hi = self.slope = math.nan
+            self.trend = math.nan
             self.tlo = self.thi = math.inf
             return 0
         k = b - self.bucket
@@ -212,10 +214,13 @@ class RefStream:
         self.ngrid += 1
         self.bucket = b
         self.hist.append(y_new)
-        h = list(self.hist)
+        h = list(self.hist)[-p.slope_n:]
         if len(h) >= 3:
-            self.slope = median([(h[j] - h[i]) / ((j - i) * p.grid_s) * 60.0
-                                 for i in range(len(h)) for j in range(i + 1, len(h))])
+            pairs = [(i, j) for i in range(len(h)) for j in range(i + 1, len(h))]
+            self.slope = median([(h[j] - h[i]) / ((j - i) * p.grid_s) * 60.0 for i, j in pairs])
+            self.trend = sum((h[j] > h[i]) - (h[j] < h[i]) for i, j in pairs) / len(pairs)
+        else:
+            self.slope = self.trend = math.nan
         if self.ngrid >= WARMUP_GRID:
             self._forecast(t)
         return flags
@@ -260,6 +265,15 @@ class RefStream:
             a = self.phi1 * a_prev + self.phi2 * a_prev2
             a_prev2, a_prev = a_prev, a
             psi_prev += a
+        if p.trend_s > 0 and math.isfinite(self.slope) and abs(self.trend) >= p.trend_tau:
+            if self.slope < 0 and self.trend < 0 and self.y > p.low:
+                reach = (self.y - p.low) / -self.slope * 60.0
+                if reach <= p.trend_s:
+                    tlo = min(tlo, reach)
+            if self.slope > 0 and self.trend > 0 and self.y < p.high:
+                reach = (p.high - self.y) / self.slope * 60.0
+                if reach <= p.trend_s:
+                    thi = min(thi, reach)
         sd = math.sqrt(self.sig2 * var_sum) * scale
         self.fc, self.fc_sd, self.fc_t = y, sd, t + p.horizon * p.grid_s
         self.tlo, self.thi = tlo, thi

@@ -42,6 +42,13 @@ class MetricParams:
     cusum_k: float  # in innovation sds
     cusum_h: float
     fast_tau_s: float  # smoothing of the value that is sampled onto the grid
+    # A monotone trend (|Kendall's tau| of the grid history >= trend_tau) is extrapolated
+    # along its Theil-Sen slope up to trend_s ahead; a crossing is the earlier of that and
+    # the ARIMA path's. The ARIMA learns momentum over many grid steps; a steady ramp is
+    # visible in a few. 0: ARIMA only.
+    trend_s: float = 0.0
+    trend_tau: float = 1.0
+    slope_n: int = 6  # grid points in the robust slope (and trend): its window
 
     @property
     def horizon_s(self) -> float:
@@ -54,8 +61,8 @@ INF = math.inf
 _BP = dict(
     tau_s=3600.0, roll_s=3600.0, median_w=5, hampel=False, hampel_k=3.5, mad_floor=5.0,
     max_rate=INF, max_artifact_run=1, flat_s=3 * 3600.0, gap_s=1800.0, reset_s=6 * 3600.0,
-    grid_s=900.0, horizon=1, forgetting=0.98, phi1=0.2, phi2=0.0, high=NAN, cusum_k=0.5,
-    cusum_h=5.0, fast_tau_s=60.0,
+    grid_s=900.0, horizon=1, forgetting=0.98, phi1=0.2, phi2=0.0, cusum_k=0.5,
+    cusum_h=5.0, fast_tau_s=60.0, trend_s=1800.0, trend_tau=0.99, slope_n=4,
 )
 
 PARAMS: dict[str, MetricParams] = {
@@ -65,13 +72,14 @@ PARAMS: dict[str, MetricParams] = {
         tau_s=300.0, var_floor=4.0, roll_s=60.0, median_w=15, hampel=True, hampel_k=3.5,
         mad_floor=3.0, max_rate=INF, max_artifact_run=20, flat_s=300.0, gap_s=60.0,
         reset_s=3600.0, grid_s=60.0, horizon=15, forgetting=0.99, phi1=0.3, phi2=0.0,
-        low=NAN, high=NAN, cusum_k=0.5, cusum_h=5.0, fast_tau_s=15.0,
+        low=40.0, high=NAN, cusum_k=0.5, cusum_h=5.0, fast_tau_s=15.0, trend_s=900.0,
+        trend_tau=0.7, slope_n=12,
     ),
     # NIBP every 15 min: no Hampel (a real fall must not wait for 3 readings); one grid
     # step of 15 min is the horizon. SBP < 90 and MAP < 65 are the predicted crossings.
-    "sbp": MetricParams(var_floor=25.0, low=90.0, **_BP),  # type: ignore[arg-type]
-    "dbp": MetricParams(var_floor=16.0, low=NAN, **_BP),  # type: ignore[arg-type]
-    "map": MetricParams(var_floor=16.0, low=65.0, **_BP),  # type: ignore[arg-type]
+    "sbp": MetricParams(var_floor=25.0, low=90.0, high=220.0, **_BP),  # type: ignore[arg-type]
+    "dbp": MetricParams(var_floor=16.0, low=NAN, high=NAN, **_BP),  # type: ignore[arg-type]
+    "map": MetricParams(var_floor=16.0, low=65.0, high=NAN, **_BP),  # type: ignore[arg-type]
     # CGM every 5 min. Glucose cannot physically change faster than ~4-5 mg/dL/min;
     # faster drops are compression lows, rejected unless the next reading confirms.
     # Horizon 30 min on a 5-min grid, with a momentum prior.
@@ -79,7 +87,8 @@ PARAMS: dict[str, MetricParams] = {
         tau_s=1800.0, var_floor=25.0, roll_s=1800.0, median_w=5, hampel=False, hampel_k=3.5,
         mad_floor=10.0, max_rate=5.0 / 60.0, max_artifact_run=1, flat_s=3600.0, gap_s=1200.0,
         reset_s=4 * 3600.0, grid_s=300.0, horizon=6, forgetting=0.98, phi1=0.5, phi2=0.0,
-        low=70.0, high=250.0, cusum_k=0.5, cusum_h=5.0, fast_tau_s=60.0,
+        low=70.0, high=250.0, cusum_k=0.5, cusum_h=5.0, fast_tau_s=60.0, trend_s=1800.0,
+        trend_tau=0.7,
     ),
 }
 
@@ -106,6 +115,7 @@ def param_table(overrides: dict[int, MetricParams] | None = None) -> npt.NDArray
     table = np.array([[float(x) for x in astuple(p)] for p in rows])
     assert table.shape[1] == L.NP
     assert (table[:, L.P_MED_W] <= L.WMAX).all() and (table[:, L.P_MED_W] >= 1).all()
+    assert (table[:, L.P_SLOPE_N] <= L.GHIST).all() and (table[:, L.P_SLOPE_N] >= 3).all()
     return table
 
 

@@ -74,3 +74,35 @@ def test_glucose_falling_2_per_minute_predicts_the_crossing_of_70_early() -> Non
     assert abs(t[i] + b.out[i, L.O_TLO] - true_cross) <= 600
     assert b.out[i, L.O_PLO] > 0.5
     assert (b.out[: 12, L.O_TLO] == np.inf).all()  # stable hour: no crossing predicted
+
+
+def _hr(v: np.ndarray, t: np.ndarray, **change: float) -> tuple[Scorer, int, object]:
+    sc = Scorer(params={0: dataclasses.replace(PARAMS["hr"], **change)} if change else None)
+    s = sc.streams.index("W", "1", 0)
+    return sc, s, sc.score(np.full(t.size, s), np.zeros(t.size, dtype=np.int64), t, v, 0.0)
+
+
+def test_a_monotone_fall_is_extrapolated_along_its_robust_slope() -> None:
+    t = np.arange(0.0, 3600.0, 5.0)
+    v = np.where(t < 1800, 70.0, 70.0 - (t - 1800) / 60)  # -1 /min from 30 min
+    v = v + np.where(np.arange(t.size) % 2, 0.4, -0.4)  # never flat
+    sc, s, b = _hr(v, t)
+    tlo = b.out[:, L.O_TLO]
+    assert (tlo[t < 1800] == np.inf).all()  # steady: no crossing predicted
+    i = int(np.searchsorted(t, 2880.0))  # 18 min into the fall: HR 52, 40 is 12 min away
+    assert b.out[i, L.O_SLOPE] == pytest.approx(-1.0, abs=0.05)
+    assert tlo[i] / 60 == pytest.approx(12.0, abs=1.5)
+    assert sc.streams.fs[s, L.F_TREND] == -1.0  # every pair of grid values falls
+    # the ARIMA alone sees it later
+    _, _, arima = _hr(v, t, trend_s=0.0)
+    assert arima.out[i, L.O_TLO] > 15 * 60
+
+
+def test_an_oscillation_is_not_a_trend() -> None:
+    t = np.arange(0.0, 4 * 3600.0, 5.0)
+    v = np.round(56.0 + 8.0 * np.sin(2 * np.pi * t / 480.0), 1)  # ±8, 8-min period
+    sc, s, b = _hr(v, t)
+    _, _, arima = _hr(v, t, trend_s=0.0)
+    # its falls reach -6 /min, yet its pairs disagree: any crossing is the ARIMA's alone
+    assert np.array_equal(b.out[:, L.O_TLO], arima.out[:, L.O_TLO])
+    assert abs(sc.streams.fs[s, L.F_TREND]) < PARAMS["hr"].trend_tau

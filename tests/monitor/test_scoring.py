@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,21 @@ def test_parallel_kernel_gives_the_serial_result(monkeypatch: pytest.MonkeyPatch
     serial, parallel = results
     np.testing.assert_array_equal(serial.out, parallel.out)
     np.testing.assert_array_equal(serial.status, parallel.status)
+
+
+def test_cached_kernels_are_dropped_when_a_kernel_source_changes(tmp_path: Path) -> None:
+    from monitor.scoring import _cache
+
+    old = [tmp_path / "_kernels.score_batch-277.py311.nbi", tmp_path / "_grid.x.py311.1.nbc"]
+    for f in old:
+        f.write_bytes(b"stale")
+    assert _cache.drop_stale(tmp_path) is True  # no stamp: the cache may predate anything
+    assert not any(f.exists() for f in old)
+    assert (tmp_path / "wardwatch-kernels.sha256").read_text() == _cache.sources_digest()
+    fresh = tmp_path / "_kernels.score_batch-277.py311.nbi"
+    fresh.write_bytes(b"compiled from these sources")
+    assert _cache.drop_stale(tmp_path) is False  # same sources: kept
+    assert fresh.exists()
+    (tmp_path / "wardwatch-kernels.sha256").write_text("an older digest")
+    assert _cache.drop_stale(tmp_path) is True
+    assert not fresh.exists()
