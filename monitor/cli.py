@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--scenario-mix", metavar="MIX")
     p_eval.add_argument("--seed", type=int, default=20261123)
     p_eval.add_argument("--json", metavar="FILE", help="the figures as JSON")
-    p_eval.add_argument("--report", metavar="FILE", help="the figures as Markdown")
+    p_eval.add_argument("--report", metavar="FILE",
+                        help="the figures as Markdown, with PNG plots beside it")
     args = parser.parse_args(argv)
 
     if args.command in ("simulate", "evaluate", "replay"):
@@ -191,7 +192,7 @@ def _simulate(args: argparse.Namespace) -> int:
           open(out / "artifacts.csv", "w", newline="") as fa):
         streams, events, artifacts = csv.writer(fs), csv.writer(fe), csv.writer(fa)
         streams.writerow(["patient", "ward", "bed", "metric", "timestamp", "value"])
-        events.writerow(["patient", "kind", "onset", "crossing", "end", "severity"])
+        events.writerow(["patient", "kind", "onset", "crossing", "end", "severity", "visible"])
         artifacts.writerow(["patient", "kind", "metric", "start", "end"])
         patients = cohort(args.patients, seed=args.seed, days=args.days, mix=mix)
         for p in track(patients, total=args.patients, description="simulating",
@@ -199,7 +200,7 @@ def _simulate(args: argparse.Namespace) -> int:
             for metric, (t, v) in p.streams.items():
                 streams.writerows((p.id, p.ward, p.bed, metric, f"{tt:.3f}", f"{vv:g}")
                                   for tt, vv in zip(t.tolist(), v.tolist(), strict=True))
-            events.writerows((e.patient, e.kind, e.onset, e.crossing, e.end, e.severity)
+            events.writerows((e.patient, e.kind, e.onset, e.crossing, e.end, e.severity, e.visible)
                              for e in p.events)
             artifacts.writerows((a.patient, a.kind, a.metric, a.start, a.end)
                                 for a in p.artifacts)
@@ -262,7 +263,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.report:
-        Path(args.report).write_text(text)
+        from simulators.report import plots
+
+        report = Path(args.report)
+        pngs = plots(result, report.parent, report.stem)
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+        report.write_text(text)
     print(text)
     return 0
 

@@ -78,7 +78,8 @@ class Rule:
 
     name: str  # "hr.high": the state machine's key within a bed
     metric: str  # the alert's ``metric`` field: a vital, or news2 / shock_index / device / system
-    signal: str  # value | tlo | slope | drift | news2 | shock | flat | stale | offline | system
+    # value | tlo | thi | slope | drift | news2 | shock | flat | stale | offline | system
+    signal: str
     source: str  # the vital the signal comes from ("" for bed- and system-level rules)
     levels: tuple[Level, ...]
     technical: bool = False  # technical alarms never latch
@@ -130,10 +131,14 @@ def _value_rules() -> list[Rule]:
     extreme_lo = Level("hr.extreme.low", "high", "<", 30, 3, 0, "extreme bradycardia (<30 /min)")
     zero: dict[str, float] = {b.code: 0.0 for r in (sbp, mp, glu) for b in r.bands if b.code}
     glu_delays = zero | {"glucose.high.l1": 1800.0, "glucose.high.l2": 900.0}
+    # SBP 91-100 (subscore 2) on one cuff reading is what a nurse re-checks, not acts on:
+    # it sounds when a reading at least 10 min later confirms it (the evaluation found
+    # single low-normal readings to be most false alarms). ≤90 sounds on the first.
+    sbp_delays = zero | {"sbp.news2.2": 600.0}
     return [
         Rule("hr.high", "hr", "value", "hr", (*hr_high, extreme_hi)),
         Rule("hr.low", "hr", "value", "hr", (*hr_low, extreme_lo)),
-        Rule("sbp.low", "sbp", "value", "sbp", _band_levels(sbp, "low", zero, 3)),
+        Rule("sbp.low", "sbp", "value", "sbp", _band_levels(sbp, "low", sbp_delays, 3)),
         Rule("sbp.high", "sbp", "value", "sbp", _band_levels(sbp, "high", zero, 3)),
         Rule("map.low", "map", "value", "map", _band_levels(mp, "low", zero, 2)),
         Rule("glucose.low", "glucose", "value", "glucose", _band_levels(glu, "low", glu_delays, 3)),
@@ -143,18 +148,31 @@ def _value_rules() -> list[Rule]:
 
 
 def _clinical_rules() -> list[Rule]:
-    glu_lo = PARAMS["glucose"].low
-    sbp_lo = PARAMS["sbp"].low
+    glu, sbp, hr = PARAMS["glucose"], PARAMS["sbp"], PARAMS["hr"]
     return [
         *_value_rules(),
-        # Predicted crossings, in minutes from now (the kernel's forecast and interval).
+        # Predicted crossings, in minutes from now: the earlier of the kernel's ARIMA path
+        # and a monotone Theil-Sen trend (monitor.scoring.params). Each resolves when the
+        # value alarm at its threshold takes over.
         Rule("glucose.predicted", "glucose", "tlo", "glucose", (
             Level("glucose.low.predicted", "medium", "<=", 30, 15, 0,
-                  f"predicted below {glu_lo:g} mg/dL within 30 min"),
+                  f"predicted below {glu.low:g} mg/dL within 30 min"),
+        )),
+        Rule("glucose.predicted.high", "glucose", "thi", "glucose", (
+            Level("glucose.high.predicted", "low", "<=", 30, 15, 0,
+                  f"predicted above {glu.high:g} mg/dL within 30 min"),
         )),
         Rule("sbp.predicted", "sbp", "tlo", "sbp", (
             Level("sbp.low.predicted", "medium", "<=", 15, 10, 0,
-                  f"predicted at or below {sbp_lo:g} mm[Hg] within 15 min"),
+                  f"predicted at or below {sbp.low:g} mm[Hg] within 15 min"),
+        )),
+        Rule("sbp.predicted.high", "sbp", "thi", "sbp", (
+            Level("sbp.high.predicted", "medium", "<=", 30, 10, 0,
+                  f"predicted at or above {sbp.high:g} mm[Hg] within 30 min"),
+        )),
+        Rule("hr.predicted", "hr", "tlo", "hr", (
+            Level("hr.low.predicted", "medium", "<=", 15, 5, 60,
+                  f"predicted at or below {hr.low:g} /min within 15 min"),
         )),
         # Rate of change: a robust (Theil-Sen) slope over the last 25 min of CGM.
         Rule("glucose.fall", "glucose", "slope", "glucose", (

@@ -46,18 +46,19 @@ BedKey = tuple[str, str]
 _NAMES = [m.name for m in METRICS]
 _SPEC = {m.name: m for m in METRICS}
 _FRESH_S = {m.name: PARAMS[m.name].gap_s for m in METRICS}  # NEWS2 / shock index inputs
-_LOW = {m.name: PARAMS[m.name].low for m in METRICS}  # predicted-crossing thresholds
 # per metric id (and generic, last): the band in which it raises nothing, and the slope
 # beyond which a sample may matter to a rate rule
 _NORMAL_BAND = np.array([
     next(b for b, band in enumerate(RULES[i].bands) if band.code is None) if i in RULES else 0
     for i in range(len(METRICS) + 1)
 ])
-# the value rule's level at the predicted-crossing threshold: once a value meets it,
-# the predictive alarm has done its job and the value alarm takes over
-_REACHED: dict[str, Level] = {
-    r.source: lv for r in DEFAULT_RULES if r.signal == "value"
-    for lv in r.levels if lv.threshold == PARAMS[r.source].low and lv.op in ("<", "<=")
+# the value rule's level at a predicted-crossing threshold: once a value meets it, the
+# predictive alarm has done its job and the value alarm takes over
+_REACHED: dict[tuple[str, str], Level] = {
+    (sig, r.source): lv for r in DEFAULT_RULES if r.signal == "value"
+    for sig, thr, ops in (("tlo", PARAMS[r.source].low, ("<", "<=")),
+                          ("thi", PARAMS[r.source].high, (">", ">=")))
+    for lv in r.levels if lv.threshold == thr and lv.op in ops
 }
 # the middle of each metric's normal band: a drift is news when it heads for a limit
 _MIDDLE: dict[str, float] = {
@@ -114,7 +115,7 @@ class Signals:
         known = batch.metric < len(METRICS)  # generic streams raise nothing
         metric = np.where(known, batch.metric, len(METRICS))
         flagged = ((batch.band != _NORMAL_BAND[metric]) | ((status & (FLATLINE | DRIFT)) != 0)
-                   | (batch.out[:, L.O_TLO] <= 3600.0)
+                   | (batch.out[:, L.O_TLO] <= 3600.0) | (batch.out[:, L.O_THI] <= 3600.0)
                    | (np.abs(batch.out[:, L.O_SLOPE]) >= _SLOPE_OF_NOTE[metric])) & known
         beds: set[BedKey] = {keys[s][:2] for s in np.unique(batch.sid[flagged]).tolist()}
         beds |= self.engine.hot.keys() | self.engine.rules.custom_beds()
@@ -155,10 +156,10 @@ class Signals:
         out = batch.out[rows]
         cols = zip(rows.tolist(), batch.sid[rows].tolist(), batch.t[rows].tolist(),
                    batch.v[rows].tolist(), batch.status[rows].tolist(),
-                   out[:, L.O_TLO].tolist(), out[:, L.O_SLOPE].tolist(),
-                   out[:, L.O_FC].tolist(), strict=True)
+                   out[:, L.O_TLO].tolist(), out[:, L.O_THI].tolist(),
+                   out[:, L.O_SLOPE].tolist(), out[:, L.O_FC].tolist(), strict=True)
         events: list[tuple[int, AlarmEvent]] = []
-        for i, sid, t, v, st, tlo, slope, fc in cols:
+        for i, sid, t, v, st, tlo, thi, slope, fc in cols:
             if st & (STALE_ORDER | INVALID):
                 continue
             ward, bed, mid = keys[sid]
@@ -180,12 +181,13 @@ class Signals:
             if not st & (ARTIFACT | FLATLINE):
                 self._lat_t[sid] = t
                 self._lat_v[sid] = v
-                evs += self._accepted(br, ward, bed, name, t, v, st, tlo, slope, fcast, now)
+                evs += self._accepted(br, ward, bed, name, t, v, st, (tlo, thi), slope,
+                                      fcast, now)
             events.extend((i, ev) for ev in evs)
         return events
 
     def _accepted(self, br: BedRules, ward: str, bed: str, name: str, t: float, v: float,
-                  st: int, tlo: float, slope: float, fc: float | None,
+                  st: int, crossing: tuple[float, float], slope: float, fc: float | None,
                   now: float) -> list[AlarmEvent]:
         spec = _SPEC[name]
         shown = f"{spec.label} {_fmt(v)} {spec.unit}"
@@ -193,16 +195,26 @@ class Signals:
         value_rules = br.get("value", name)
         for rule in value_rules:
             evs += self.engine.feed((ward, bed, rule.name), rule, t, v, now, v, fc, shown)
-        for rule in br.get("tlo", name):
-            reached = _REACHED.get(name)
-            if reached is not None and (reached.enters(v) or self._alarm_at_or_beyond(
-                    ward, bed, value_rules, reached.code)):
-                minutes, note = math.inf, f"{shown}: threshold reached"
-            else:
-                minutes = tlo / 60.0 if tlo == tlo else math.inf
-                note = (f"{shown}, forecast {_fmt(fc) if fc is not None else '—'} "
-                        f"at {PARAMS[name].horizon_s / 60:g} min")
-            evs += self.engine.feed((ward, bed, rule.name), rule, t, minutes, now, v, fc, note)
+        for signal, secs in zip(("tlo", "thi"), crossing, strict=True):
+            for rule in br.get(signal, name):
+                reached = _REACHED.get((signal, name))
+                taken = reached is not None and self._alarm_at_or_beyond(
+                    ward, bed, value_rules, reached.code)
+                if reached is not None and (taken or reached.enters(v)):
+                    # The value alarm takes over once it is active; while its own delay
+                    # runs, a live prediction holds (and a new one does not start).
+                    gs = self.engine.groups.get((ward, bed, rule.name))
+                    if taken or gs is None or gs.alarm is None:
+                        minutes, note = math.inf, f"{shown}: threshold reached"
+                    else:
+                        minutes, note = 0.0, f"{shown}: threshold reached, {reached.code} pending"
+                else:
+                    minutes = secs / 60.0 if secs == secs else math.inf
+                    trend = f", {slope:+.1f} {spec.unit}/min" if slope == slope else ""
+                    note = (f"{shown}{trend}, forecast {_fmt(fc) if fc is not None else '—'}"
+                            f" at {PARAMS[name].horizon_s / 60:g} min")
+                evs += self.engine.feed((ward, bed, rule.name), rule, t, minutes, now, v, fc,
+                                        note)
         for rule in br.get("slope", name):
             evs += self.engine.feed((ward, bed, rule.name), rule, t, slope, now, v, fc,
                              f"{shown}, {slope:+.1f} {spec.unit}/min")

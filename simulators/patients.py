@@ -52,6 +52,12 @@ THRESHOLDS: dict[str, tuple[str, str, float]] = {
     "bradycardia": ("hr", "<=", 40.0),
 }
 GLUCOSE_EVENTS = ("hypoglycaemia", "hyperglycaemia")
+# An event is *visible* once its effect on the threshold's metric, as a device samples it
+# (CGM: 10 min behind the blood), exceeds twice that metric's natural variability here.
+# It is *predictable* when that is at least 30 min before the crossing: 15 min for any
+# detector to tell a trend from the noise, and the 15 min of lead the target asks for.
+VISIBLE_SD = {"hr": 3.0, "sbp": 4.0, "glucose": 10.0}
+PREDICTABLE_MIN = 30.0
 ARTIFACTS = ("motion_spike", "flatline", "dropout", "compression_low", "cuff_outlier",
              "duplicate", "out_of_order", "clock_skew", "offline")
 
@@ -64,6 +70,20 @@ class Event:
     crossing: float  # NaN: the threshold is never crossed
     end: float
     severity: str
+    # when the devices first show the event beyond the metric's natural variation (see
+    # VISIBLE_SD); NaN: never. crossing - visible is the warning the data can give.
+    visible: float = math.nan
+
+    @property
+    def warning_min(self) -> float:
+        """Minutes from the event's first visible sign to its threshold crossing."""
+        return (self.crossing - self.visible) / 60.0
+
+    @property
+    def predictable(self) -> bool:
+        """Whether a 15-min lead can be asked of a detector: the devices show the
+        event at least ``PREDICTABLE_MIN`` before its threshold is crossed."""
+        return bool(self.warning_min >= PREDICTABLE_MIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +161,9 @@ def make_patient(index: int, scenario: str, *, seed: int, start: float, days: fl
 
     hr0, sbp0 = rng.uniform(60, 85), rng.uniform(110, 140)
     ratio = rng.uniform(0.58, 0.66)
-    hr = hr0 + 4 * circ + _ar1(rng, n, 3.0, 600 / STEP_S)
-    sbp = sbp0 + 6 * circ + _ar1(rng, n, 4.0, 1800 / STEP_S)
+    hr = hr0 + 4 * circ + _ar1(rng, n, VISIBLE_SD["hr"], 600 / STEP_S)
+    sbp = sbp0 + 6 * circ + _ar1(rng, n, VISIBLE_SD["sbp"], 1800 / STEP_S)
+    hr_pre, sbp_pre = hr, sbp  # without the event: its effect is the difference
     glu_set = rng.uniform(100, 180) if diabetic else rng.uniform(90, 140)
     insulin_excess = np.zeros(n)  # mg/dL per min pushed down (+) or up (-)
 
@@ -170,9 +191,14 @@ def make_patient(index: int, scenario: str, *, seed: int, start: float, days: fl
     elif scenario == "hyperglycaemia":
         insulin_excess -= rng.uniform(1.5, 3.0) * _episode(t, onset, 30, rng.uniform(120, 200), 60)
     # baroreflex: HR rises as SBP falls below the patient's baseline
-    hr = hr + 0.8 * np.clip(sbp0 - sbp - 10, 0, None)
+    def baroreflex(bp: F64) -> F64:
+        rise: F64 = 0.8 * np.clip(sbp0 - bp - 10, 0, None)
+        return rise
+
+    hr = hr + baroreflex(sbp)
     dbp = sbp * ratio + _ar1(rng, n, 2.0, 1800 / STEP_S)
     mapp = dbp + (sbp - dbp) / 3.0
+    glucose_state = rng.bit_generator.state
     glucose = _glucose(rng, t, glu_set, diabetic, insulin_excess)
     p.truth = {"hr": (t, hr), "sbp": (t, sbp), "dbp": (t, dbp), "map": (t, mapp),
                "glucose": (t, glucose)}
@@ -183,9 +209,31 @@ def make_patient(index: int, scenario: str, *, seed: int, start: float, days: fl
         after = hit & (t >= onset)
         crossing = float(t[np.argmax(after)]) if after.any() else math.nan
         end = onset + _duration(scenario) * 60.0
-        p.events.append(Event(pid, scenario, float(onset), crossing, float(end), severity))
+        if metric == "glucose":  # the same meals and noise without the insulin imbalance
+            state = rng.bit_generator.state
+            rng.bit_generator.state = glucose_state
+            effect = glucose - _glucose(rng, t, glu_set, diabetic, np.zeros(n))
+            rng.bit_generator.state = state
+        elif metric == "sbp":
+            effect = sbp - sbp_pre
+        else:
+            effect = hr - (hr_pre + baroreflex(sbp_pre))
+        visible = _visible(t, effect, metric, onset)
+        p.events.append(Event(pid, scenario, float(onset), crossing, float(end), severity,
+                              visible))
     _report(p, rng)
     return p
+
+
+def _visible(t: F64, effect: F64, metric: str, onset: float) -> float:
+    """The first device sample after ``onset`` showing ``effect`` beyond twice the
+    metric's natural variability (NaN: none)."""
+    step = {"hr": 1, "sbp": int(NIBP_S / STEP_S), "glucose": int(CGM_S / STEP_S)}[metric]
+    lag = int(600 / STEP_S) if metric == "glucose" else 0
+    idx = np.arange(0, t.size, step)
+    sensed = np.abs(effect[np.maximum(idx - lag, 0)]) >= 2 * VISIBLE_SD[metric]
+    sensed &= t[idx] >= onset
+    return float(t[idx][np.argmax(sensed)]) if sensed.any() else math.nan
 
 
 def _duration(scenario: str) -> float:

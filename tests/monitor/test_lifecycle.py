@@ -194,7 +194,8 @@ def test_escalation_when_nobody_acknowledges() -> None:
 def test_news2_aggregate_map_and_shock_index() -> None:
     w = Ward()
     w.obs("hr", *steady(300, 78))
-    # SBP 95 (subscore 2) and MAP 60, once: both fire at once (no delay for NIBP)
+    # SBP 95 (subscore 2) fires when a reading 10 min later confirms it; MAP 60 at once
+    assert w.obs("sbp", [-300.0], [95.0]) == []
     events = w.obs("sbp", [300.0], [95.0]) + w.obs("map", [300.0], [60.0])
     assert events == [(300.0, "sbp.news2.2", "firing"), (300.0, "map.low", "firing")]
     # HR 135 (subscore 3): pulse alarm, then the aggregate 5 after its 60 s, and the shock
@@ -319,10 +320,12 @@ def test_rule_overrides_must_nest() -> None:
 
 
 def test_alarm_burden_per_bed_and_rule_from_the_store_and_the_cli(tmp_path: Path) -> None:
-    w = Ward(store=tmp_path / "alarms.db")
-    for k in range(3):  # three SBP episodes on bed 1, one on bed 2
-        w.obs("sbp", [k * 1800.0, k * 1800.0 + 900], [95.0, 130.0])
-    w.obs("sbp", [0.0], [95.0], bed="2")
+    # (the steep falls would also predict SBP <= 90: not what this test is about)
+    quiet = RuleSet({"*": parse_overrides({"sbp.low.predicted": {"enabled": False}}, "test")})
+    w = Ward(store=tmp_path / "alarms.db", rules=quiet)
+    for k in range(3):  # three SBP episodes on bed 1 (a reading, its re-check), one on bed 2
+        w.obs("sbp", [k * 3600.0, k * 3600.0 + 600, k * 3600.0 + 1500], [95.0, 95.0, 130.0])
+    w.obs("sbp", [0.0, 600.0], [95.0, 95.0], bed="2")
     assert w.store is not None
     burden = w.store.burden(days=1, now=T0 + 86_400)
     assert [(b.bed, b.code, b.alarms) for b in burden] == [
@@ -348,14 +351,15 @@ def test_predicted_sbp_low_hands_over_to_the_value_alarm_and_stays_quiet_while_i
     fall = ts[-1] + 900 * np.arange(1, 8)
     assert w.obs("sbp", fall, [120, 108, 96, 86, 92, 95, 96]) == [
         # (108 at 8100 scores NEWS2 1: off by default, no alarm)
-        (9000.0, "sbp.news2.2", "firing"),
-        (9000.0, "sbp.low.predicted", "firing"),  # 96 now, ≤ 90 predicted within 15 min
-        (9900.0, "sbp.news2.2", "resolved"),
+        # 96 at 9000: four falling readings, -0.8 mm[Hg]/min: ≤ 90 predicted in 8 min.
+        # (SBP 91-100 waits for a confirming reading; the next one is 86.)
+        (9000.0, "sbp.low.predicted", "firing"),
         (9900.0, "sbp.news2.3", "firing"),
         (9900.0, "sbp.low.predicted", "resolved"),  # the value alarm takes over
         # 92, 95, 96 afterwards: sbp.news2.3 is latched (nobody acknowledged it), so the
         # prediction has nothing to add, and sbp.news2.2 waits behind the latch
     ]
+    assert "-0.8 mm[Hg]/min" in w.raw[0]["message"]
     assert "threshold reached" in w.raw[-1]["message"]
 
 
@@ -374,3 +378,40 @@ def test_the_station_acknowledges_through_the_same_code() -> None:
     out, error = w.p.acknowledge("4A", "1", {"id": "gone", "by": "kim", "action": "ack"},
                                  T0 + 32)
     assert error is not None and "no active alarm" in error and out.mqtt == []
+
+
+def test_a_steady_heart_rate_fall_predicts_bradycardia_and_hands_over() -> None:
+    w = Ward()
+    assert w.obs("hr", *steady(1800, 70)) == []
+    # from 30 min: -1.5 /min, reaching 40 at 50 min (3000 s)
+    ts = 1800 + np.arange(0.0, 1800, 5.0)
+    fall = np.maximum(70 - 1.5 * (ts - 1800) / 60, 32)
+    vs = np.round(fall + np.random.default_rng(2).normal(0, 1, ts.size))
+    assert w.obs("hr", ts, vs) == [
+        # 58 /min, Theil-Sen -1.4 /min/min over 12 min, monotone: 40 in under 15 min
+        (2340.0, "hr.low.predicted", "firing"),  # 11 min before 40
+        (2925.0, "hr.news2.3", "firing"),  # the first ≤40 believed, then its 10 s
+        (2925.0, "hr.low.predicted", "resolved"),  # handed over, with no gap between
+        (3045.0, "hr.news2.3", "escalated"),
+    ]
+    assert "-1.4 /min/min" in w.raw[0]["message"]
+
+
+def test_rising_pressure_and_glucose_predict_their_high_thresholds() -> None:
+    w = Ward()
+    ts = np.arange(0, 3 * 3600, 900.0)  # NIBP every 15 min: 2 h steady, then +15 a reading
+    assert w.obs("sbp", ts, [150, 152, 149, 151, 150, 151, 150, 150, 165, 178, 196, 208]) == [
+        (9000.0, "sbp.high.predicted", "firing"),  # 196, +1.0 /min: 220 within 30 min
+        (9900.0, "sbp.high.predicted", "escalated"),
+    ]
+    # CGM every 5 min: 3 h at 160, then +2 mg/dL/min, over 250 from 13500 s
+    ts = np.arange(0, 6 * 3600, 300.0)
+    noise = np.random.default_rng(3).normal(0, 2, ts.size)
+    vs = np.round(np.where(ts < 3 * 3600, 160, 160 + 2 * (ts - 3 * 3600) / 60) + noise)
+    assert [e for e in w.obs("glucose", ts, vs, bed="2") if e[2] != "escalated"] == [
+        (12000.0, "glucose.high.predicted", "firing"),  # 25 min ahead
+        # the value alarm waits 15 min above 250 (one high CGM reading is not enough);
+        # the prediction holds until it takes over
+        (14700.0, "glucose.high.l2", "firing"),
+        (14700.0, "glucose.high.predicted", "resolved"),
+    ]

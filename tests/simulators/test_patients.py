@@ -75,11 +75,17 @@ def test_wardwatch_filters_what_plain_thresholds_alarm_on() -> None:
 def test_evaluate_reports_every_event_type_and_detector(tmp_path: Path) -> None:
     result = evaluate(cohort(14, seed=21))
     assert result["patients"] == 14 and result["patient_days"] == 14
-    for name in ("wardwatch", "thresholds", "ar2"):
+    for name in ("wardwatch", "thresholds", "ar2", "river"):
         d = result["detectors"][name]
         for kind in SCENARIOS[1:]:
             e = d["events"][kind]
-            assert {"sensitivity", "lead_time_median_min", "false_alarms_per_patient_day"} <= set(e)
+            assert {"sensitivity", "lead_time_median_min", "false_alarms_per_patient_day",
+                    "predictable", "lead_time_median_min_predictable"} <= set(e)
+            assert len(e["leads_min"]) == len(e["leads_predictable"]) == e["n"]
+    # river's SNARIMAX crossing alarms on the glucose events of its family
+    river = result["detectors"]["river"]["events"]
+    assert any(river[k]["sensitivity"] for k in ("hypoglycaemia", "hyperglycaemia")
+               if river[k]["n"])
     ww, plain = result["detectors"]["wardwatch"], result["detectors"]["thresholds"]
     assert ww["false_alarms_per_patient_day"] < plain["false_alarms_per_patient_day"]
     # the CLI writes the same figures
@@ -90,7 +96,11 @@ def test_evaluate_reports_every_event_type_and_detector(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["patients"] == 7 and data["seed"] == 3
-    assert "| wardwatch |" in (tmp_path / "r.md").read_text()
+    report = (tmp_path / "r.md").read_text()
+    assert "| wardwatch |" in report and "| river |" in report
+    for png in ("r-leads.png", "r-false-alarms.png"):  # plotted, and linked from the report
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in report
     sens = data["detectors"]["wardwatch"]["events"]
     assert all(v["sensitivity"] is None or 0 <= v["sensitivity"] <= 1 for v in sens.values())
     assert not math.isnan(data["detectors"]["wardwatch"]["alarms_per_patient_day"])
@@ -111,3 +121,21 @@ def test_simulate_writes_streams_and_labels(tmp_path: Path) -> None:
         assert header == ["patient", "ward", "bed", "metric", "timestamp", "value"]
         assert sum(1 for _ in fh) > 3 * 15_000
     assert (tmp_path / "artifacts.csv").read_text().startswith("patient,kind,metric")
+
+
+def test_an_event_is_visible_once_the_devices_show_it_and_predictable_if_early() -> None:
+    from simulators.patients import NIBP_S, PREDICTABLE_MIN
+
+    slow = make_patient(1, "sepsis", seed=5, start=T0)
+    (e,) = slow.events
+    # sepsis takes hours: the first NIBP reading that shows > 2 sd of natural variation
+    # comes long before SBP reaches 90
+    assert e.onset <= e.visible < e.crossing
+    assert (e.visible - T0) % NIBP_S == 0  # a cuff reading's time
+    assert e.warning_min >= PREDICTABLE_MIN and e.predictable
+    fast = make_patient(2, "haemorrhage", seed=5, start=T0).events[0]
+    assert fast.visible - fast.onset < e.visible - e.onset  # a haemorrhage shows sooner
+    # a CGM shows a hypo 10 min late, and most fall too fast to be predicted 15 min ahead
+    hypos = [make_patient(i, "hypoglycaemia", seed=5, start=T0).events[0] for i in range(8)]
+    assert all(h.visible - h.onset >= 600 for h in hypos)
+    assert sum(h.predictable for h in hypos) < len(hypos)
