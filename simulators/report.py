@@ -23,7 +23,7 @@ def plots(result: dict[str, Any], out: Path, stem: str) -> list[Path]:
     kinds = list(SCENARIOS[1:])
     paths = []
 
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.0 * len(kinds), 4.2), sharey=True)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.0 * len(kinds), 4.2))
     for ax, kind in zip(axes, kinds, strict=True):
         for j, name in enumerate(names):
             e = det[name]["events"][kind]
@@ -38,7 +38,7 @@ def plots(result: dict[str, Any], out: Path, stem: str) -> list[Path]:
             missed = e["n"] - len(pts)
             if missed:
                 ax.annotate(f"{missed} missed", (j, 0), textcoords="offset points",
-                            xytext=(0, -28), ha="center", fontsize=7, color="tab:red")
+                            xytext=(0, 4), ha="center", fontsize=7, color="tab:red")
         ax.axhline(TARGET_LEAD_MIN, color="tab:green", linestyle="--", linewidth=1)
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
