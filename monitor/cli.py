@@ -105,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--broker", metavar="URL", help="publish over MQTT, per the wire contract")
     p_sim.add_argument("--speed", type=float, default=1.0,
                        help="observation seconds per wall second (0: as fast as possible)")
-    p_rep = sub.add_parser("replay", help="publish a recorded streams.csv over MQTT")
-    p_rep.add_argument("file", metavar="FILE", help="CSV: ward,bed,metric,timestamp,value")
+    p_rep = sub.add_parser("replay", help="publish a recorded streams.csv or WFDB record over MQTT")
+    p_rep.add_argument("file", metavar="FILE",
+                       help="CSV (ward,bed,metric,timestamp,value), or a PhysioNet WFDB "
+                            "numerics record (NAME.hea or NAME)")
+    p_rep.add_argument("--ward", default="WFDB", help="WFDB: the ward to publish as")
+    p_rep.add_argument("--bed", help="WFDB: the bed to publish as (default: the record name)")
     p_rep.add_argument("--broker", required=True, metavar="URL")
     p_rep.add_argument("--speed", type=float, default=1.0,
                        help="observation seconds per wall second (0: as fast as possible)")
@@ -211,10 +215,20 @@ def _simulate(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simulators.publish import csv_rows
+    from simulators.publish import csv_rows, is_wfdb, wfdb_rows
 
+    path = Path(args.file)
     try:
-        rows = csv_rows(Path(args.file))
+        if is_wfdb(path):
+            rows, ignored = wfdb_rows(path, ward=args.ward, bed=args.bed)
+            if ignored:
+                print(f"wardwatch: not replayed (no metric of ours): {', '.join(ignored)}",
+                      file=sys.stderr)
+            if args.keep_times and rows and rows[0][3] < 86400 * 365:
+                raise ValueError(f"{path}: the record has no base date; --keep-times "
+                                 "needs one")
+        else:
+            rows = csv_rows(path)
     except (OSError, ValueError) as exc:
         print(f"wardwatch: {exc}", file=sys.stderr)
         return 2

@@ -11,13 +11,16 @@ the daemon must accept that (``[ingest] max_future_s``), as ``wardwatch demo`` d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from monitor.mqtt import client_args
@@ -55,6 +58,88 @@ def csv_rows(path: Path) -> list[Row]:
                 raise ValueError(f"{path}:{i}: {exc}") from exc
     rows.sort(key=lambda r: r[3])
     return rows
+
+
+# WFDB numerics channel names (upper case, letters and digits only) per metric, in order
+# of preference: an arterial line before the cuff
+WFDB_CHANNELS: dict[str, tuple[str, ...]] = {
+    "hr": ("HR", "PULSE", "PULSERATE"),
+    "sbp": ("ABPSYS", "ARTSYS", "NBPSYS", "ABPS", "NBPS", "SBP"),
+    "dbp": ("ABPDIAS", "ARTDIAS", "NBPDIAS", "ABPD", "NBPD", "DBP"),
+    "map": ("ABPMEAN", "ARTMEAN", "NBPMEAN", "ABPM", "NBPM", "MAP"),
+    "glucose": ("GLUCOSE", "GLU", "BG", "CGM"),
+}
+MG_PER_MMOL = 18.016  # glucose
+
+
+@contextlib.contextmanager
+def _quiet_wfdb() -> Iterator[None]:
+    """wfdb 4.3 calls pandas with ``inplace=``, which pandas 3 deprecates with a warning
+    on every read; that is wfdb's to fix and says nothing about the record."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        with contextlib.suppress(ImportError):  # pandas < 3 has no Pandas4Warning
+            from pandas.errors import Pandas4Warning
+            warnings.simplefilter("ignore", Pandas4Warning)
+        yield
+
+
+def wfdb_module() -> Any:
+    """The ``wfdb`` package (imported quietly, see :func:`_quiet_wfdb`)."""
+    with _quiet_wfdb():
+        import wfdb
+    return wfdb
+
+
+def is_wfdb(path: Path) -> bool:
+    """A WFDB record: ``NAME.hea``, or ``NAME`` with ``NAME.hea`` beside it."""
+    return path.suffix == ".hea" or (not path.suffix and path.with_suffix(".hea").exists())
+
+
+def wfdb_rows(path: Path, *, ward: str, bed: str | None = None) -> tuple[list[Row], list[str]]:
+    """Rows of a PhysioNet WFDB numerics record (read by the ``wfdb`` package), and the
+    channels that map to no metric. Missing samples (NaN) are skipped. A cuff value that
+    the recording holds between measurements (``NBP*``: the same value sample after
+    sample) is sent once, when it changes, as the monitor reported it. Times start at the
+    record's base date and time (taken as UTC), else at 0."""
+    with _quiet_wfdb():
+        record = wfdb_module().rdrecord(
+            str(path.with_suffix("") if path.suffix == ".hea" else path))
+    names = ["".join(ch for ch in str(n).upper() if ch.isalnum()) for n in record.sig_name]
+    units = [str(u).lower() for u in (record.units or [""] * len(names))]
+    signal = record.p_signal
+    if signal is None or not record.fs:
+        raise ValueError(f"{path}: no physical signal or sampling frequency")
+    start = 0.0
+    if record.base_date is not None and record.base_time is not None:
+        import datetime as dt
+
+        start = dt.datetime.combine(record.base_date, record.base_time,
+                                    tzinfo=dt.UTC).timestamp()
+    t = start + np.arange(signal.shape[0]) / float(record.fs)
+    bed = bed or str(record.record_name)
+    rows: list[Row] = []
+    used = set()
+    for metric, wanted in WFDB_CHANNELS.items():
+        col = next((names.index(w) for w in wanted if w in names), None)
+        if col is None:
+            continue
+        used.add(col)
+        v = signal[:, col].astype(np.float64)
+        if metric == "glucose" and "mmol" in units[col]:
+            v = v * MG_PER_MMOL
+        keep = np.isfinite(v)
+        if names[col].startswith("NBP"):  # sample-and-hold: the measurement, once
+            prev = np.concatenate(([np.nan], v[:-1]))
+            keep &= v != prev
+        rows.extend((ward, bed, metric, tt, vv)
+                    for tt, vv in zip(t[keep].tolist(), v[keep].tolist(), strict=True))
+    if not used:
+        raise ValueError(f"{path}: no heart rate, blood pressure or glucose channel among "
+                         f"{', '.join(record.sig_name)}")
+    rows.sort(key=lambda r: r[3])
+    return rows, [str(n) for i, n in enumerate(record.sig_name) if i not in used]
 
 
 def messages(rows: list[Row], *, retime: bool, now: float) -> Iterator[tuple[float, str, bytes]]:

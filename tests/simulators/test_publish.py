@@ -13,12 +13,13 @@ import pytest
 
 from monitor.config import IngestSettings
 from simulators.patients import cohort
-from simulators.publish import csv_rows, messages, patient_rows
+from simulators.publish import csv_rows, messages, patient_rows, wfdb_rows
 from tests.conftest import RunningDaemon, daemon_settings
 from tests.monitor.helpers import eventually
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:The inplace keyword")]  # wfdb on pandas 3
 
 
 def test_one_message_per_bed_and_instant_and_retiming() -> None:
@@ -70,6 +71,20 @@ async def test_simulate_and_replay_publish_into_the_daemon(services: Any,
         # retimed to now: mostly older than what the first run already sent for the same
         # streams, so counted as out of order — but every one is taken in, none lost
         await eventually(lambda: count() >= 2 * len(rows), "the replayed samples")
+        # a PhysioNet WFDB numerics record, as a new bed
+        from tests.simulators.test_wfdb import numerics
+
+        hea = numerics(tmp_path)
+        wf_rows, _ = wfdb_rows(hea, ward="WFDB", bed="9")
+        before = count()
+        rep = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "monitor.cli", "replay", str(hea), "--bed", "9",
+            "--broker", url, "--speed", "0"], capture_output=True, text=True, cwd=REPO,
+            check=False)
+        assert rep.returncode == 0, rep.stderr
+        assert "not replayed (no metric of ours): SpO2" in rep.stderr
+        await eventually(lambda: count() >= before + len(wf_rows), "the WFDB samples")
+        assert rd.metric("wardwatch_ingest_observations_total", {"outcome": "accepted"}) > 0
     finally:
         await rd.stop()
     bad = await asyncio.to_thread(subprocess.run, [
