@@ -289,7 +289,9 @@ async def test_broker_restart_reconnects_and_keeps_stream_state(
 ) -> None:
     url = running.settings.mqtt.url
     now = time.time()
+    # SBP 95, and the re-check 10 min later that confirms it (subscore 2 waits for one)
     await publish(url, "wardwatch/v1/obs/7E/4", {"obs": [
+        {"metric": "sbp", "t": now - 600, "v": 95, "unit": "mm[Hg]"},
         {"metric": "sbp", "t": now, "v": 95, "unit": "mm[Hg]"}]})
     await eventually(lambda: (running.metric("wardwatch_alarm_events_total", {
         "ward": "7E", "priority": "medium", "state": "firing"}) >= 1), "the first alarm")
