@@ -215,3 +215,14 @@ def test_cached_kernels_are_dropped_when_a_kernel_source_changes(tmp_path: Path)
     (tmp_path / "wardwatch-kernels.sha256").write_text("an older digest")
     assert _cache.drop_stale(tmp_path) is True
     assert not fresh.exists()
+
+
+def test_the_slope_median_is_numpys_median_with_ties_and_any_length() -> None:
+    from monitor.scoring._grid import _median
+
+    rng = np.random.default_rng(0)
+    for n in list(range(1, 2 * 66)) * 5:
+        x = rng.normal(size=n)
+        if n % 3 == 0:
+            x = np.round(x * 2)  # ties
+        assert _median(x.copy(), n) == np.median(x), (n, x)
