@@ -220,13 +220,11 @@ def _replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
         if is_wfdb(path):
-            rows, ignored = wfdb_rows(path, ward=args.ward, bed=args.bed)
+            rows, ignored = wfdb_rows(path, ward=args.ward, bed=args.bed,
+                                      dated=args.keep_times)
             if ignored:
                 print(f"wardwatch: not replayed (no metric of ours): {', '.join(ignored)}",
                       file=sys.stderr)
-            if args.keep_times and rows and rows[0][3] < 86400 * 365:
-                raise ValueError(f"{path}: the record has no base date; --keep-times "
-                                 "needs one")
         else:
             rows = csv_rows(path)
     except (OSError, ValueError) as exc:

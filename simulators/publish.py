@@ -97,12 +97,14 @@ def is_wfdb(path: Path) -> bool:
     return path.suffix == ".hea" or (not path.suffix and path.with_suffix(".hea").exists())
 
 
-def wfdb_rows(path: Path, *, ward: str, bed: str | None = None) -> tuple[list[Row], list[str]]:
+def wfdb_rows(path: Path, *, ward: str, bed: str | None = None,
+              dated: bool = False) -> tuple[list[Row], list[str]]:
     """Rows of a PhysioNet WFDB numerics record (read by the ``wfdb`` package), and the
     channels that map to no metric. Missing samples (NaN) are skipped. A cuff value that
     the recording holds between measurements (``NBP*``: the same value sample after
     sample) is sent once, when it changes, as the monitor reported it. Times start at the
-    record's base date and time (taken as UTC), else at 0."""
+    record's base date and time (taken as UTC), else at 0 — unless ``dated`` asks for
+    real times (``replay --keep-times``): then a record without a base date is refused."""
     with _quiet_wfdb():
         record = wfdb_module().rdrecord(
             str(path.with_suffix("") if path.suffix == ".hea" else path))
@@ -112,7 +114,11 @@ def wfdb_rows(path: Path, *, ward: str, bed: str | None = None) -> tuple[list[Ro
     if signal is None or not record.fs:
         raise ValueError(f"{path}: no physical signal or sampling frequency")
     start = 0.0
-    if record.base_date is not None and record.base_time is not None:
+    if record.base_date is None or record.base_time is None:
+        if dated:
+            raise ValueError(f"{path}: the record has no base date and time; --keep-times "
+                             "needs them")
+    else:
         import datetime as dt
 
         start = dt.datetime.combine(record.base_date, record.base_time,

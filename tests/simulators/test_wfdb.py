@@ -57,6 +57,14 @@ def test_a_record_without_our_vitals_is_refused_clearly(tmp_path: Path) -> None:
                 write_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"no heart rate, blood .* among SpO2"):
         wfdb_rows(tmp_path / "resp.hea", ward="W")
+    # no base date: fine retimed to now, refused where the recorded times are asked for
+    wfdb.wrsamp("undated", fs=1.0, units=["bpm"], sig_name=["HR"],
+                p_signal=np.full((10, 1), 80.0), fmt=["16"], adc_gain=[10.0], baseline=[0],
+                write_dir=str(tmp_path))
+    rows, _ = wfdb_rows(tmp_path / "undated.hea", ward="W")
+    assert [r[3] for r in rows] == [float(i) for i in range(10)]
+    with pytest.raises(ValueError, match="no base date"):
+        wfdb_rows(tmp_path / "undated.hea", ward="W", dated=True)
     proc = subprocess.run([sys.executable, "-m", "monitor.cli", "replay",
                            str(tmp_path / "resp"), "--broker", "mqtt://127.0.0.1:9"],
                           capture_output=True, text=True, cwd=REPO, check=False)
