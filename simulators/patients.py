@@ -36,6 +36,7 @@ F64 = npt.NDArray[np.float64]
 STEP_S = 5.0  # monitor numerics
 NIBP_S = 900.0
 CGM_S = 300.0
+CGM_LAG_S = 600.0  # interstitial glucose, which a CGM reads, lags blood by ~10 min
 
 SCENARIOS = ("stable", "sepsis", "haemorrhage", "hypoglycaemia", "hyperglycaemia",
              "hypertensive_crisis", "bradycardia")
@@ -198,8 +199,8 @@ def make_patient(index: int, scenario: str, *, seed: int, start: float, days: fl
     hr = hr + baroreflex(sbp)
     dbp = sbp * ratio + _ar1(rng, n, 2.0, 1800 / STEP_S)
     mapp = dbp + (sbp - dbp) / 3.0
-    glucose_state = rng.bit_generator.state
-    glucose = _glucose(rng, t, glu_set, diabetic, insulin_excess)
+    meals, noise = _meals_and_noise(rng, t, diabetic)
+    glucose = _glucose(glu_set, meals, noise, insulin_excess)
     p.truth = {"hr": (t, hr), "sbp": (t, sbp), "dbp": (t, dbp), "map": (t, mapp),
                "glucose": (t, glucose)}
     if scenario != "stable":
@@ -210,10 +211,7 @@ def make_patient(index: int, scenario: str, *, seed: int, start: float, days: fl
         crossing = float(t[np.argmax(after)]) if after.any() else math.nan
         end = onset + _duration(scenario) * 60.0
         if metric == "glucose":  # the same meals and noise without the insulin imbalance
-            state = rng.bit_generator.state
-            rng.bit_generator.state = glucose_state
-            effect = glucose - _glucose(rng, t, glu_set, diabetic, np.zeros(n))
-            rng.bit_generator.state = state
+            effect = glucose - _glucose(glu_set, meals, noise, np.zeros(n))
         elif metric == "sbp":
             effect = sbp - sbp_pre
         else:
@@ -229,7 +227,7 @@ def _visible(t: F64, effect: F64, metric: str, onset: float) -> float:
     """The first device sample after ``onset`` showing ``effect`` beyond twice the
     metric's natural variability (NaN: none)."""
     step = {"hr": 1, "sbp": int(NIBP_S / STEP_S), "glucose": int(CGM_S / STEP_S)}[metric]
-    lag = int(600 / STEP_S) if metric == "glucose" else 0
+    lag = int(CGM_LAG_S / STEP_S) if metric == "glucose" else 0
     idx = np.arange(0, t.size, step)
     sensed = np.abs(effect[np.maximum(idx - lag, 0)]) >= 2 * VISIBLE_SD[metric]
     sensed &= t[idx] >= onset
@@ -242,11 +240,9 @@ def _duration(scenario: str) -> float:
             "hypoglycaemia": 180, "hyperglycaemia": 330}[scenario]
 
 
-def _glucose(rng: np.random.Generator, t: F64, setpoint: float, diabetic: bool,
-             insulin_excess: F64) -> F64:
-    """First-order glucose–insulin balance on the 5-s grid, meals included."""
+def _meals_and_noise(rng: np.random.Generator, t: F64, diabetic: bool) -> tuple[F64, F64]:
+    """The glucose model's random inputs: meal absorption (mg/dL per min) and noise."""
     n = t.size
-    dt_min = STEP_S / 60.0
     meals = np.zeros(n)
     for day0 in np.arange(t[0] - t[0] % 86400, t[-1], 86400):
         for hour, carbs in ((8, 50), (13, 70), (19, 70)):
@@ -257,11 +253,16 @@ def _glucose(rng: np.random.Generator, t: F64, setpoint: float, diabetic: bool,
                 # absorbed over ~90 min: mg/dL per minute
                 k = np.arange(0, min(n - i, int(5400 / STEP_S)))
                 meals[i:i + k.size] += size / 90.0 * np.exp(-k * STEP_S / 2700.0) * 1.6
+    return meals, _ar1(rng, n, 0.02, 300)
+
+
+def _glucose(setpoint: float, meals: F64, noise: F64, insulin_excess: F64) -> F64:
+    """First-order glucose–insulin balance on the 5-s grid."""
+    dt_min = STEP_S / 60.0
     tau = 60.0  # min: return to the set point
-    g = np.empty(n)
+    g = np.empty(meals.size)
     x = setpoint
-    noise = _ar1(rng, n, 0.02, 300)
-    for i in range(n):
+    for i in range(meals.size):
         x += dt_min * ((setpoint - x) / tau + meals[i] * 0.4 - insulin_excess[i]) + noise[i]
         x = max(x, 30.0)
         g[i] = x
@@ -330,7 +331,7 @@ def _report(p: Patient, rng: np.random.Generator) -> None:
     # CGM every 5 min for diabetic patients: noise, lag, compression lows at night
     if p.diabetic:
         cgm = np.arange(0, t.size, int(CGM_S / STEP_S))
-        lag = int(600 / STEP_S)  # interstitial glucose lags blood by ~10 min
+        lag = int(CGM_LAG_S / STEP_S)
         g = p.truth["glucose"][1][np.maximum(cgm - lag, 0)]
         g = g * (1 + rng.normal(0, 0.03, cgm.size))
         cg_t = t[cgm]

@@ -129,10 +129,8 @@ def _grid_push(s, y, ist, gh):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _theil_sen(s, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
-    """Median of pairwise slopes over the newest P_SLOPE_N grid values, per minute, into
-    F_SLOPE; and
-    Kendall's tau of the history (concordant minus discordant pairs over all pairs)
-    into F_TREND."""
+    """Over the newest P_SLOPE_N grid values: the median of pairwise slopes, per minute,
+    into F_SLOPE; Kendall's tau (rising minus falling pairs, over all pairs) into F_TREND."""
     n = min(ist[s, I_GLEN], int(p[P_SLOPE_N]))
     if n < 3:
         fs[s, F_SLOPE] = np.nan
