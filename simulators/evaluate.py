@@ -10,7 +10,8 @@ samples:
   x(t+5) = 1.716·x(t) − 0.723·x(t−5), 30 min ahead; an alarm when the prediction
   first falls below 70 mg/dL.
 * ``river`` — river's online SNARIMAX(2,1,0) per stream, alarming when its forecast
-  crosses the thresholds of wardwatch's predictive alarms (:func:`river_alarms`).
+  crosses a threshold of wardwatch's predictive rules within that rule's window
+  (:func:`river_alarms`).
 
 Scoring against the ground truth, per event type:
 
@@ -39,7 +40,9 @@ import numpy as np
 from monitor.config import AlarmSettings
 from monitor.lifecycle import AlarmEngine
 from monitor.rules import RULES
+from monitor.ruleset import DEFAULT_RULES
 from monitor.scoring import Scorer
+from monitor.scoring.params import PARAMS
 from monitor.vitals import METRIC_IDS
 from simulators.patients import GLUCOSE_EVENTS, SCENARIOS, Patient
 
@@ -132,39 +135,50 @@ def ar2_alarms(p: Patient) -> list[Alarm]:
     return out
 
 
-# river baseline: (metric, resampling step s or 0, horizon in steps, low, high)
-_RIVER = (("hr", 60.0, 15, 40.0, math.nan), ("sbp", 0.0, 2, 90.0, 220.0),
-          ("glucose", 0.0, 6, 70.0, 250.0))
+def _river_targets() -> dict[str, list[tuple[str, float, float]]]:
+    """Per metric, wardwatch's predictive rules as (side, threshold, window in seconds):
+    the thresholds the kernel predicts crossings of, the windows the rules allow."""
+    out: dict[str, list[tuple[str, float, float]]] = {}
+    for rule in DEFAULT_RULES:
+        if rule.signal in ("tlo", "thi"):
+            side = "low" if rule.signal == "tlo" else "high"
+            p = PARAMS[rule.source]
+            out.setdefault(rule.source, []).append(
+                (side, p.low if side == "low" else p.high, rule.levels[0].threshold * 60.0))
+    return out
 
 
 def river_alarms(p: Patient) -> list[Alarm]:
-    """river's online SNARIMAX(2,1,0) per stream, alarming when its forecast crosses the
-    same thresholds as wardwatch's predictive alarms: HR ≤ 40 within 15 min (on 1-min
-    medians), SBP ≤ 90 or ≥ 220 within 30 min, glucose < 70 or > 250 within 30 min."""
+    """river's online SNARIMAX(2,1,0) per stream, on the medians of the stream's
+    forecasting grid (HR 1 min, NIBP 15 min, CGM 5 min), alarming when its forecast
+    crosses a threshold of wardwatch's predictive rules within that rule's window."""
     from river import time_series
 
     out = []
-    for name, step, horizon, low, high in _RIVER:
+    for name, targets in _river_targets().items():
         if name not in p.streams:
             continue
         t, v = p.streams[name]
         order = np.argsort(t, kind="stable")
         t, v = t[order], v[order]
-        if step:  # a median per step: the dense numerics at the model's pace
-            bucket = np.floor(t / step)
-            cut = np.flatnonzero(np.diff(bucket)) + 1
-            t = np.array([float(x[-1]) for x in np.split(t, cut)])
-            v = np.array([float(np.median(x)) for x in np.split(v, cut)])
+        step = PARAMS[name].grid_s
+        cut = np.flatnonzero(np.diff(np.floor(t / step))) + 1
+        t = np.array([float(x[-1]) for x in np.split(t, cut)])
+        v = np.array([float(np.median(x)) for x in np.split(v, cut)])
+        horizon = max(1, math.ceil(max(w for _, _, w in targets) / step))
         model: Any = time_series.SNARIMAX(p=2, d=1, q=0)
-        state = ""
+        state: set[str] = set()
         for k, (tt, vv) in enumerate(zip(t.tolist(), v.tolist(), strict=True)):
             model.learn_one(vv)
             if k < 10:
                 continue
             path = model.forecast(horizon=horizon)
-            now = ("low" if min(path) <= low else "high" if max(path) >= high else "")
-            if now and now != state:
-                out.append(Alarm(tt, f"{name}.river.{now}", "medium"))
+            now = set()
+            for side, thr, window in targets:
+                ahead = path[:max(1, math.ceil(window / step))]
+                if (min(ahead) <= thr) if side == "low" else (max(ahead) >= thr):
+                    now.add(side)
+            out += [Alarm(tt, f"{name}.river.{side}", "medium") for side in sorted(now - state)]
             state = now
     return sorted(out, key=lambda a: a.t)
 
