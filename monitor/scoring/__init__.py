@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
 from monitor.rules import rule_tables
 from monitor.scoring import _cache
 from monitor.scoring import _layout as L
-from monitor.scoring._kernels import score_batch, score_batch_parallel
+from monitor.scoring._kernels import SCRATCH_N, score_batch, score_batch_parallel
 from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
@@ -169,6 +170,7 @@ class Scorer:
         self.n_edges = np.pad(tables.n_edges, (0, 1))
         self.params = param_table(params)
         assert self.params.shape[0] == GENERIC + 1
+        self._scratch = np.empty(SCRATCH_N)
 
     def warm_up(self) -> None:
         """Compile (or load from the cache) the live kernel on a throwaway table.
@@ -196,8 +198,11 @@ class Scorer:
         out = np.empty((k, L.NO))
         band = np.empty(k, dtype=np.int64)
         status = np.empty(k, dtype=np.int64)
-        kernel = score_batch_parallel if k >= PARALLEL_MIN and starts.size > 2 else score_batch
-        kernel(starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
-               self.params, self.edges, self.upper, self.n_edges, out, band, status)
+        args = (starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
+                self.params, self.edges, self.upper, self.n_edges, out, band, status)
+        if k >= PARALLEL_MIN and starts.size > 2:
+            score_batch_parallel(*args, 16 * numba.get_num_threads())
+        else:
+            score_batch(*args, self._scratch)
         st.wall_seen[sid] = now
         return ScoredBatch(sid, metric, t, v, out, band, status)

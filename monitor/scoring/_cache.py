@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-_SOURCES = ("_grid.py", "_kernels.py", "_layout.py", "_window.py")
+_SOURCES = ("_grid.py", "_jit.py", "_kernels.py", "_layout.py", "_window.py")
 _STAMP = "wardwatch-kernels.sha256"
 
 

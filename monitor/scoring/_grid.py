@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from monitor.scoring._jit import helper
 from monitor.scoring._layout import (
     DRIFT,
     F_CUS_NEG,
@@ -60,9 +60,11 @@ P0 = 10.0  # RLS prior variance of the AR coefficients
 SIG2_DECAY = 0.95  # EWMA weight of the innovation variance, per grid step
 WARMUP_GRID = 4  # grid points before forecasts are given
 SQRT2 = math.sqrt(2.0)
+PAIRS_N = GHIST * (GHIST - 1) // 2  # pairwise slopes of the longest slope window
+SCRATCH_N = PAIRS_N + GHIST  # floats of scratch the kernel needs: the pairs and the window
 
 
-@njit(cache=True)
+@helper
 def clear_forecast(s, fs):  # type: ignore[no-untyped-def]
     """Forget the forecast, crossings and slope (restart, or a gap too long to bridge)."""
     fs[s, F_FC] = np.nan
@@ -76,37 +78,58 @@ def clear_forecast(s, fs):  # type: ignore[no-untyped-def]
     fs[s, F_TREND] = np.nan
 
 
-@njit(cache=True)
+@helper
 def _select(buf, n, k):  # type: ignore[no-untyped-def]
-    """The k-th smallest of buf[:n] (Hoare's selection, reordering buf in place); on
-    return every buf[:k] is <= buf[k]."""
+    """The k-th smallest of buf[:n], reordering buf in place; on return every buf[:k] is
+    <= buf[k].
+
+    Quickselect with a branch-free Lomuto partition (the swap always happens, the index
+    moves by the comparison): slopes are noise, so a branching partition mispredicts on
+    every other element, which made it 3x slower. A pivot that ends at the bottom of its
+    range gathers its ties, so equal values (a perfect ramp) stay O(n).
+    """
     lo = 0
     hi = n - 1
     while hi > lo:
-        pivot = buf[(lo + hi) // 2]
+        mid = (lo + hi) >> 1
+        a = buf[lo]
+        b = buf[mid]
+        c = buf[hi]
+        if (a <= b) == (b <= c):  # median of three, moved to hi
+            buf[mid] = c
+            buf[hi] = b
+        elif (b <= a) == (a <= c):
+            buf[lo] = c
+            buf[hi] = a
+        pivot = buf[hi]
         i = lo
-        j = hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                tmp = buf[i]
-                buf[i] = buf[j]
-                buf[j] = tmp
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
+        for j in range(lo, hi):
+            v = buf[j]
+            buf[j] = buf[i]
+            buf[i] = v
+            i += v < pivot
+        buf[hi] = buf[i]
+        buf[i] = pivot
+        if k < i:
+            hi = i - 1
+        elif i > lo:
+            if k == i:
+                return pivot
+            lo = i + 1
+        else:  # nothing below the pivot: gather its ties; a run of them ends the search
+            e = i + 1
+            for j in range(i + 1, hi + 1):
+                v = buf[j]
+                buf[j] = buf[e]
+                buf[e] = v
+                e += v == pivot
+            if k < e:
+                return pivot
+            lo = e
     return buf[k]
 
 
-@njit(cache=True)
+@helper
 def _median(buf, n):  # type: ignore[no-untyped-def]
     """Median of buf[:n], reordering it in place: O(n), not a sort (n is up to 66)."""
     upper = _select(buf, n, n // 2)
@@ -114,12 +137,11 @@ def _median(buf, n):  # type: ignore[no-untyped-def]
         return upper
     lower = buf[0]
     for i in range(1, n // 2):
-        if buf[i] > lower:
-            lower = buf[i]
+        lower = max(lower, buf[i])
     return 0.5 * (lower + upper)
 
 
-@njit(cache=True)
+@helper
 def _grid_push(s, y, ist, gh):  # type: ignore[no-untyped-def]
     gh[s, ist[s, I_GHEAD]] = y
     ist[s, I_GHEAD] = (ist[s, I_GHEAD] + 1) % GHIST
@@ -127,7 +149,7 @@ def _grid_push(s, y, ist, gh):  # type: ignore[no-untyped-def]
         ist[s, I_GLEN] += 1
 
 
-@njit(cache=True)
+@helper
 def _theil_sen(s, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
     """Over the newest P_SLOPE_N grid values: the median of pairwise slopes, per minute,
     into F_SLOPE; Kendall's tau (rising minus falling pairs, over all pairs) into F_TREND."""
@@ -136,24 +158,30 @@ def _theil_sen(s, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
         fs[s, F_SLOPE] = np.nan
         fs[s, F_TREND] = np.nan
         return
-    start = (ist[s, I_GHEAD] - n) % GHIST
+    ys = scratch[PAIRS_N:]  # the window in time order, after the pairs' room
+    j = ist[s, I_GHEAD] - n
+    if j < 0:
+        j += GHIST
+    for a in range(n):
+        ys[a] = gh[s, j]
+        j += 1
+        if j == GHIST:
+            j = 0
+    per_min = 60.0 / p[P_GRID_S]
     k = 0
     sign = 0
-    for a in range(n):
-        ya = gh[s, (start + a) % GHIST]
-        for b in range(a + 1, n):
-            d = gh[s, (start + b) % GHIST] - ya
-            if d > 0.0:
-                sign += 1
-            elif d < 0.0:
-                sign -= 1
-            scratch[k] = d / ((b - a) * p[P_GRID_S]) * 60.0
+    for lag in range(1, n):  # pairs by lag: one division per lag, not per pair
+        f = per_min / lag
+        for a in range(n - lag):
+            d = ys[a + lag] - ys[a]
+            sign += (d > 0.0) - (d < 0.0)
+            scratch[k] = d * f
             k += 1
     fs[s, F_TREND] = sign / k
     fs[s, F_SLOPE] = _median(scratch, k)
 
 
-@njit(cache=True)
+@helper
 def _forecast(s, t, fs, p):  # type: ignore[no-untyped-def]
     """h-step ARIMA(2,1,0) forecast, its sd, and threshold crossings, from grid state."""
     grid = p[P_GRID_S]
@@ -211,7 +239,7 @@ def _forecast(s, t, fs, p):  # type: ignore[no-untyped-def]
     fs[s, F_PHI] = 0.5 * math.erfc((hi - y) / (sd * SQRT2)) if sd > 0 else np.nan
 
 
-@njit(cache=True)
+@helper
 def _rls(s, fs, x1, x2, e, lam):  # type: ignore[no-untyped-def]
     """One RLS step on the AR(2) coefficients; P kept symmetric, bounded; AR kept stable."""
     p11 = fs[s, F_P11]
@@ -250,7 +278,7 @@ def _rls(s, fs, x1, x2, e, lam):  # type: ignore[no-untyped-def]
     fs[s, F_P22] = p22
 
 
-@njit(cache=True)
+@helper
 def grid_update(s, t, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
     """Advance the grid model if ``t`` opened a new grid step; return status flags."""
     grid = p[P_GRID_S]

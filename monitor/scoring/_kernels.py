@@ -21,7 +21,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from monitor.scoring._grid import clear_forecast, grid_update
+from monitor.scoring._grid import SCRATCH_N, clear_forecast, grid_update
+from monitor.scoring._jit import helper, kernel
 from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
@@ -56,7 +57,6 @@ from monitor.scoring._layout import (
     F_ZINNOV,
     FLATLINE,
     GAP,
-    GHIST,
     I_ART_RUN,
     I_BAND,
     I_FLAT_N,
@@ -105,13 +105,13 @@ from monitor.scoring._layout import (
 )
 from monitor.scoring._window import ring_add, sw_mad, sw_median
 
-__all__ = ["WARMUP_N", "score_batch", "score_batch_parallel"]
+__all__ = ["SCRATCH_N", "WARMUP_N", "score_batch", "score_batch_parallel"]
 
 WARMUP_N = 3  # accepted samples before the EWMA z is meaningful
 SQRT2 = math.sqrt(2.0)
 
 
-@njit(cache=True)
+@helper
 def reset_stream(s, fs, ist):  # type: ignore[no-untyped-def]
     """Restart a stream's models after a long silence; its band (alarm state) is kept."""
     ist[s, I_N] = 0
@@ -131,7 +131,7 @@ def reset_stream(s, fs, ist):  # type: ignore[no-untyped-def]
     fs[s, F_ZINNOV] = np.nan
 
 
-@njit(cache=True, inline="always")
+@helper
 def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_edges,  # type: ignore[no-untyped-def]
           out, band_out, status, scratch):
     p = params[m]
@@ -274,11 +274,13 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
     status[i] = flags
 
 
-@njit(cache=True)
+@kernel
 def score_batch(starts, sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,  # type: ignore[no-untyped-def]
-                params, edges, upper, n_edges, out, band_out, status):
-    """Score samples sorted by (stream, time); ``starts`` bounds each stream's run."""
-    scratch = np.empty(GHIST * GHIST)
+                params, edges, upper, n_edges, out, band_out, status, scratch):
+    """Score samples sorted by (stream, time); ``starts`` bounds each stream's run.
+
+    ``scratch`` is a float array of at least ``SCRATCH_N`` (the kernel allocates nothing).
+    """
     for g in range(starts.shape[0] - 1):
         for i in range(starts[g], starts[g + 1]):
             _step(i, sid[i], metric[i], t[i], v[i], fs, ist, rt, rx, rok, sw, gh, params,
@@ -287,11 +289,14 @@ def score_batch(starts, sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,  # type
 
 @njit(cache=True, parallel=True)
 def score_batch_parallel(starts, sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,  # type: ignore[no-untyped-def]
-                         params, edges, upper, n_edges, out, band_out, status):
-    """:func:`score_batch` with streams spread over threads (large batches only: waking
-    the worker threads costs more than a small live micro-batch takes)."""
-    for g in prange(starts.shape[0] - 1):
-        scratch = np.empty(GHIST * GHIST)
-        for i in range(starts[g], starts[g + 1]):
-            _step(i, sid[i], metric[i], t[i], v[i], fs, ist, rt, rx, rok, sw, gh, params,
-                  edges, upper, n_edges, out, band_out, status, scratch)
+                         params, edges, upper, n_edges, out, band_out, status, chunks):
+    """:func:`score_batch` over ``chunks`` contiguous runs of streams spread over threads
+    (large batches only: waking the worker threads costs more than a live micro-batch
+    takes). Each chunk is one call of the serial kernel, with its own scratch."""
+    groups = starts.shape[0] - 1
+    chunks = min(groups, chunks)
+    for c in prange(chunks):
+        g0 = c * groups // chunks
+        g1 = (c + 1) * groups // chunks
+        score_batch(starts[g0:g1 + 1], sid, metric, t, v, fs, ist, rt, rx, rok, sw, gh,
+                    params, edges, upper, n_edges, out, band_out, status, np.empty(SCRATCH_N))

@@ -7,8 +7,7 @@ rolling window, with running sums of the accepted ones; beside it the newest
 
 from __future__ import annotations
 
-from numba import njit
-
+from monitor.scoring._jit import helper
 from monitor.scoring._layout import (
     F_SHIFT,
     F_SUM,
@@ -21,7 +20,7 @@ from monitor.scoring._layout import (
 )
 
 
-@njit(cache=True)
+@helper
 def _sw_insert(s, x, sw, ist):  # type: ignore[no-untyped-def]
     n = ist[s, I_NSW]
     j = n
@@ -32,7 +31,7 @@ def _sw_insert(s, x, sw, ist):  # type: ignore[no-untyped-def]
     ist[s, I_NSW] = n + 1
 
 
-@njit(cache=True)
+@helper
 def _sw_remove(s, x, sw, ist):  # type: ignore[no-untyped-def]
     n = ist[s, I_NSW]
     j = 0
@@ -43,14 +42,14 @@ def _sw_remove(s, x, sw, ist):  # type: ignore[no-untyped-def]
     ist[s, I_NSW] = n - 1
 
 
-@njit(cache=True)
+@helper
 def sw_median(s, sw, n):  # type: ignore[no-untyped-def]
     if n % 2 == 1:
         return sw[s, n // 2]
     return 0.5 * (sw[s, n // 2 - 1] + sw[s, n // 2])
 
 
-@njit(cache=True)
+@helper
 def sw_mad(s, sw, n, med):  # type: ignore[no-untyped-def]
     """Median of |window - med|, merging outward from the median of the sorted window."""
     hi = 0
@@ -71,7 +70,7 @@ def sw_mad(s, sw, n, med):  # type: ignore[no-untyped-def]
     return cur if n % 2 == 1 else 0.5 * (prev + cur)
 
 
-@njit(cache=True)
+@helper
 def _ring_drop(s, j, fs, ist, rx, rok):  # type: ignore[no-untyped-def]
     if rok[s, j]:
         d = rx[s, j] - fs[s, F_SHIFT]
@@ -83,7 +82,7 @@ def _ring_drop(s, j, fs, ist, rx, rok):  # type: ignore[no-untyped-def]
             fs[s, F_SUMSQ] = 0.0
 
 
-@njit(cache=True)
+@helper
 def ring_add(s, t, x, ok, fs, ist, rt, rx, rok, sw, w, roll_t):  # type: ignore[no-untyped-def]
     """Append to the ring; evict by capacity and by time; keep the accepted sums and the
     sorted window of the newest min(w, len) raw values."""

@@ -1,0 +1,25 @@
+"""How the kernels are compiled: one place for the flags and the reasons.
+
+* ``cache=True``: a restart loads the machine code from ``__pycache__`` instead of
+  compiling for seconds (:mod:`monitor.scoring._cache` keeps it consistent).
+* ``_nrt=False``: no Numba runtime. The kernels allocate nothing; every array (state,
+  outputs, scratch) comes in from Python. With the runtime on, Numba reference-counts
+  every array handed to a helper and every row view taken, with atomic increments that
+  its pruning pass cannot remove across branches (numba/numba#2350); in this kernel
+  that was ~40% of the per-sample cost. ``_nrt`` is a flag of Numba's compiler
+  (``Flags.nrt``) rather than a documented option, so numba is pinned in
+  ``constraints.txt``; a kernel that tried to allocate would fail to compile, not
+  misbehave.
+* Helpers are ``inline="always"``: inlined at Numba IR level into the entry kernel, so
+  LLVM optimises one function per call site instead of calls that pass every state
+  array's descriptor (tens of arguments) for each sample.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+kernel = njit(cache=True, _nrt=False)  # an entry point, called from Python
+helper = njit(cache=True, inline="always", _nrt=False)  # called from a kernel only
+
+__all__ = ["helper", "kernel"]
