@@ -17,9 +17,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from numba import njit
 
-kernel = njit(cache=True, _nrt=False)  # an entry point, called from Python
-helper = njit(cache=True, inline="always", _nrt=False)  # called from a kernel only
+_OPTIONS: dict[str, Any] = {"cache": True, "_nrt": False}  # _nrt is not in numba's stubs
+
+kernel = njit(**_OPTIONS)  # an entry point, called from Python
+helper = njit(inline="always", **_OPTIONS)  # called from a kernel only
 
 __all__ = ["helper", "kernel"]
