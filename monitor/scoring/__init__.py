@@ -18,7 +18,7 @@ import numpy.typing as npt
 from monitor.rules import rule_tables
 from monitor.scoring import _cache
 from monitor.scoring import _layout as L
-from monitor.scoring._kernels import SCRATCH_N, score_batch, score_batch_parallel
+from monitor.scoring._kernels import SCRATCH_N, in_order, score_batch, score_batch_parallel
 from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
@@ -187,10 +187,16 @@ class Scorer:
         """Run one batch through the kernel, each stream's samples in time order.
 
         A sample older than its stream's newest is kept for history but does not move
-        the stream's state (``STALE_ORDER``).
+        the stream's state (``STALE_ORDER``). A batch already in (stream, time) order is
+        not copied: the result shares ``sid``, ``metric``, ``t`` and ``v`` with the caller.
         """
-        order = np.lexsort((t, sid))
-        sid, metric, t, v = sid[order], metric[order], t[order], v[order]
+        sid = np.ascontiguousarray(sid, dtype=np.int64)
+        metric = np.ascontiguousarray(metric, dtype=np.int64)
+        t = np.ascontiguousarray(t, dtype=np.float64)
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        if not in_order(sid, t):
+            order = np.lexsort((t, sid))
+            sid, metric, t, v = sid[order], metric[order], t[order], v[order]
         k = sid.shape[0]
         cut = np.flatnonzero(np.diff(sid)) + 1
         starts = np.concatenate(([0], cut, [k])).astype(np.int64)

@@ -19,27 +19,54 @@ from monitor.scoring._layout import (
     RING,
 )
 
+MASK = RING - 1  # RING is a power of two: (i - n) & MASK wraps like (i - n) % RING
+assert RING & MASK == 0
+
+
+# Positions in the sorted window are found by counting smaller values over the whole
+# window (at most WMAX, branch-free, vectorised) rather than by a search loop whose exit
+# the processor mispredicts on every sample.
+
 
 @helper
 def _sw_insert(s, x, sw, ist):  # type: ignore[no-untyped-def]
     n = ist[s, I_NSW]
-    j = n
-    while j > 0 and sw[s, j - 1] > x:
-        sw[s, j] = sw[s, j - 1]
-        j -= 1
-    sw[s, j] = x
+    q = 0
+    for a in range(n):
+        q += sw[s, a] < x
+    for a in range(n, q, -1):
+        sw[s, a] = sw[s, a - 1]
+    sw[s, q] = x
     ist[s, I_NSW] = n + 1
 
 
 @helper
 def _sw_remove(s, x, sw, ist):  # type: ignore[no-untyped-def]
     n = ist[s, I_NSW]
-    j = 0
-    while j < n and sw[s, j] != x:
-        j += 1
+    j = 0  # the first x
+    for a in range(n):
+        j += sw[s, a] < x
     for a in range(j, n - 1):
         sw[s, a] = sw[s, a + 1]
     ist[s, I_NSW] = n - 1
+
+
+@helper
+def _sw_replace(s, old, x, sw, n):  # type: ignore[no-untyped-def]
+    """One ``old`` in the sorted window becomes ``x``; only the values between move."""
+    j = 0  # the first old
+    q = 0  # where x goes once that old is out
+    for a in range(n):
+        v = sw[s, a]
+        j += v < old
+        q += v < x
+    if old < x:
+        q -= 1
+    for a in range(j, q):
+        sw[s, a] = sw[s, a + 1]
+    for a in range(j, q, -1):
+        sw[s, a] = sw[s, a - 1]
+    sw[s, q] = x
 
 
 @helper
@@ -85,15 +112,34 @@ def _ring_drop(s, j, fs, ist, rx, rok):  # type: ignore[no-untyped-def]
 @helper
 def ring_add(s, t, x, ok, fs, ist, rt, rx, rok, sw, w, roll_t):  # type: ignore[no-untyped-def]
     """Append to the ring; evict by capacity and by time; keep the accepted sums and the
-    sorted window of the newest min(w, len) raw values."""
+    sorted window of the newest min(w, len) raw values.
+
+    The window changes by one replacement when a value leaves it as ``x`` enters (the
+    steady state), by an insertion while it fills.
+    """
     n = ist[s, I_LEN]
     head = ist[s, I_HEAD]
     if n == RING:  # the oldest is never in the window (w < RING)
-        _ring_drop(s, (head - n) % RING, fs, ist, rx, rok)
+        _ring_drop(s, (head - n) & MASK, fs, ist, rx, rok)
         n -= 1
-    if ist[s, I_NSW] == w:
-        _sw_remove(s, rx[s, (head - w) % RING], sw, ist)
-    _sw_insert(s, x, sw, ist)
+    placed = False  # x is in the window
+    while n > 0:  # evict by time (x itself, at t, always stays)
+        old = (head - n) & MASK
+        if rt[s, old] >= t - roll_t:
+            break
+        if n <= ist[s, I_NSW]:  # every live entry is in the window, the oldest too
+            if placed:
+                _sw_remove(s, rx[s, old], sw, ist)
+            else:
+                _sw_replace(s, rx[s, old], x, sw, ist[s, I_NSW])
+                placed = True
+        _ring_drop(s, old, fs, ist, rx, rok)
+        n -= 1
+    if not placed:
+        if ist[s, I_NSW] == w:
+            _sw_replace(s, rx[s, (head - w) & MASK], x, sw, w)
+        else:
+            _sw_insert(s, x, sw, ist)
     rt[s, head] = t
     rx[s, head] = x
     rok[s, head] = ok
@@ -104,16 +150,8 @@ def ring_add(s, t, x, ok, fs, ist, rt, rx, rok, sw, w, roll_t):  # type: ignore[
         fs[s, F_SUM] += d
         fs[s, F_SUMSQ] += d * d
         ist[s, I_NOK] += 1
-    head = (head + 1) % RING
+    head = (head + 1) & MASK
     n += 1
-    while n > 1:
-        old = (head - n) % RING
-        if rt[s, old] >= t - roll_t:
-            break
-        if n <= ist[s, I_NSW]:  # every live entry is in the window, the oldest too
-            _sw_remove(s, rx[s, old], sw, ist)
-        _ring_drop(s, old, fs, ist, rx, rok)
-        n -= 1
     ist[s, I_LEN] = n
     ist[s, I_HEAD] = head
     if head == 0:  # once per lap, re-centre on the newest value and recompute exactly
@@ -122,7 +160,7 @@ def ring_add(s, t, x, ok, fs, ist, rt, rx, rok, sw, w, roll_t):  # type: ignore[
         sm = 0.0
         sq = 0.0
         for a in range(n):
-            j = (head - n + a) % RING
+            j = (head - n + a) & MASK
             if rok[s, j]:
                 d = rx[s, j] - fs[s, F_SHIFT]
                 sm += d
