@@ -199,6 +199,32 @@ def test_parallel_kernel_gives_the_serial_result(monkeypatch: pytest.MonkeyPatch
     np.testing.assert_array_equal(serial.status, parallel.status)
 
 
+def test_a_batch_in_order_skips_the_sort_and_scores_as_a_shuffled_one_does() -> None:
+    from monitor.scoring._kernels import in_order
+
+    i64 = np.array
+    assert in_order(i64([0, 0, 1, 1]), np.array([1.0, 1.0, 0.0, 5.0]))  # ties kept in order
+    assert not in_order(i64([0, 0]), np.array([2.0, 1.0]))
+    assert not in_order(i64([1, 0]), np.array([0.0, 1.0]))
+    assert not in_order(i64([0, 0]), np.array([1.0, np.nan]))  # NaN: the sort decides
+    rng = np.random.default_rng(3)
+    streams, per = 20, 300
+    t = np.tile(np.cumsum(rng.exponential(5.0, per)), streams)
+    v = 80 + np.cumsum(rng.normal(0, 1, streams * per))
+    results = []
+    for shuffle in (False, True):
+        sc = Scorer()
+        sid = np.repeat([sc.streams.index("W", str(i), HR) for i in range(streams)], per)
+        order = rng.permutation(sid.size) if shuffle else np.arange(sid.size)
+        b = sc.score(sid[order], np.full(sid.size, HR), t[order], v[order], 0.0)
+        assert in_order(b.sid, b.t)
+        results.append(b)
+    ordered, shuffled = results
+    np.testing.assert_array_equal(ordered.out, shuffled.out)
+    np.testing.assert_array_equal(ordered.status, shuffled.status)
+    assert not (ordered.status & STALE_ORDER).any()
+
+
 def test_cached_kernels_are_dropped_when_a_kernel_source_changes(tmp_path: Path) -> None:
     from monitor.scoring import _cache
 
@@ -225,4 +251,8 @@ def test_the_slope_median_is_numpys_median_with_ties_and_any_length() -> None:
         x = rng.normal(size=n)
         if n % 3 == 0:
             x = np.round(x * 2)  # ties
+        if n % 5 == 0:
+            x = np.full(n, 1.5)  # a perfect ramp: every pairwise slope equal
+        if n % 7 == 0:
+            x = np.sort(x)[::-1].copy()
         assert _median(x.copy(), n) == np.median(x), (n, x)
