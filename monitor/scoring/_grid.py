@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from monitor.scoring._jit import helper
+from monitor.scoring._jit import helper, u
 from monitor.scoring._layout import (
     DRIFT,
     F_CUS_NEG,
@@ -104,9 +104,9 @@ def _select(buf, n, k):  # type: ignore[no-untyped-def]
         pivot = buf[hi]
         i = lo
         for j in range(lo, hi):
-            v = buf[j]
-            buf[j] = buf[i]
-            buf[i] = v
+            v = buf[u(j)]
+            buf[u(j)] = buf[u(i)]
+            buf[u(i)] = v
             i += v < pivot
         buf[hi] = buf[i]
         buf[i] = pivot
@@ -119,9 +119,9 @@ def _select(buf, n, k):  # type: ignore[no-untyped-def]
         else:  # nothing below the pivot: gather its ties; a run of them ends the search
             e = i + 1
             for j in range(i + 1, hi + 1):
-                v = buf[j]
-                buf[j] = buf[e]
-                buf[e] = v
+                v = buf[u(j)]
+                buf[u(j)] = buf[u(e)]
+                buf[u(e)] = v
                 e += v == pivot
             if k < e:
                 return pivot
@@ -137,7 +137,7 @@ def _median(buf, n):  # type: ignore[no-untyped-def]
         return upper
     lower = buf[0]
     for i in range(1, n // 2):
-        lower = max(lower, buf[i])
+        lower = max(lower, buf[u(i)])
     return 0.5 * (lower + upper)
 
 
@@ -173,9 +173,9 @@ def _theil_sen(s, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
     for lag in range(1, n):  # pairs by lag: one division per lag, not per pair
         f = per_min / lag
         for a in range(n - lag):
-            d = ys[a + lag] - ys[a]
+            d = ys[u(a + lag)] - ys[u(a)]
             sign += (d > 0.0) - (d < 0.0)
-            scratch[k] = d * f
+            scratch[u(k)] = d * f
             k += 1
     fs[s, F_TREND] = sign / k
     fs[s, F_SLOPE] = _median(scratch, k)

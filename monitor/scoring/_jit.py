@@ -10,6 +10,10 @@
   (``Flags.nrt``) rather than a documented option, so numba is pinned in
   ``constraints.txt``; a kernel that tried to allocate would fail to compile, not
   misbehave.
+* ``u(i)`` in the hottest loops: Numba wraps a negative signed index (``a[-1]``) with a
+  compare-and-add on every access, which LLVM cannot drop when it cannot prove the index
+  non-negative (an index moved by a comparison, as in a branch-free partition); an
+  unsigned index has no such path. Only for indices that are never negative.
 * Helpers are ``inline="always"``: inlined at Numba IR level into the entry kernel, so
   LLVM optimises one function per call site instead of calls that pass every state
   array's descriptor (tens of arguments) for each sample.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from numba import njit
 
 _OPTIONS: dict[str, Any] = {"cache": True, "_nrt": False}  # _nrt is not in numba's stubs
@@ -26,4 +31,12 @@ _OPTIONS: dict[str, Any] = {"cache": True, "_nrt": False}  # _nrt is not in numb
 kernel = njit(**_OPTIONS)  # an entry point, called from Python
 helper = njit(inline="always", **_OPTIONS)  # called from a kernel only
 
-__all__ = ["helper", "kernel"]
+
+
+@helper
+def u(i):  # type: ignore[no-untyped-def]
+    """``i`` (never negative) as an unsigned index: no wraparound code at the access."""
+    return np.uint64(i)
+
+
+__all__ = ["helper", "kernel", "u"]

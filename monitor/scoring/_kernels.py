@@ -109,9 +109,9 @@ __all__ = ["SCRATCH_N", "WARMUP_N", "in_order", "score_batch", "score_batch_para
 
 WARMUP_N = 3  # accepted samples before the EWMA z is meaningful
 SQRT2 = math.sqrt(2.0)
-# Below these, erfc(|z| / sqrt 2) and exp(-cusum) both exceed 1/2 (by >= 7e-5, so no
-# rounding can cross), and the score, 1 - min(1, 2 min(p_z, p_c)), is exactly 0: most
-# samples of a stable stream need no erfc.
+# Below these, erfc(|z| / sqrt 2) and exp(-cusum) exceed 1/2 (by >= 7e-5, so no
+# rounding can cross), so neither needs computing for the score: a stable stream's
+# samples mostly need one of them or none.
 Z_HALF = 0.674  # erfc(0.674 / sqrt 2) = 0.50031
 C_HALF = 0.693  # exp(-0.693) = 0.50007
 
@@ -247,16 +247,20 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
     fs[s, F_LAST_X] = x
 
     # outputs
+    # score = 1 - min(1, 2 min(p_z, p_c)), p_z = erfc(|z| / sqrt 2) and p_c = exp(-cus),
+    # P(CUSUM >= c) with no change (k = 0.5). A probability above 1/2 cannot lower the
+    # score below what the other gives, so only those that may be below 1/2 are computed.
     if math.isnan(z):
         out[i, O_SCORE] = np.nan
     else:
         az = abs(z)
-        if az < Z_HALF and cus < C_HALF:  # both tail probabilities > 1/2: score 0
-            out[i, O_SCORE] = 0.0
+        if az < Z_HALF:
+            p = 1.0 if cus < C_HALF else math.exp(-cus)
+        elif cus < C_HALF:
+            p = math.erfc(az / SQRT2)
         else:
-            p_z = math.erfc(az / SQRT2)
-            p_c = math.exp(-cus)  # P(CUSUM >= c) with no change, k = 0.5
-            out[i, O_SCORE] = 1.0 - min(1.0, 2.0 * min(p_z, p_c))
+            p = min(math.erfc(az / SQRT2), math.exp(-cus))
+        out[i, O_SCORE] = 1.0 - min(1.0, 2.0 * p)
     out[i, O_LEVEL] = fs[s, F_EW_MEAN] if ist[s, I_N] > 0 else np.nan
     nok = ist[s, I_NOK]
     if nok > 0:

@@ -7,7 +7,7 @@ rolling window, with running sums of the accepted ones; beside it the newest
 
 from __future__ import annotations
 
-from monitor.scoring._jit import helper
+from monitor.scoring._jit import helper, u
 from monitor.scoring._layout import (
     F_SHIFT,
     F_SUM,
@@ -33,10 +33,10 @@ def _sw_insert(s, x, sw, ist):  # type: ignore[no-untyped-def]
     n = ist[s, I_NSW]
     q = 0
     for a in range(n):
-        q += sw[s, a] < x
+        q += sw[s, u(a)] < x
     for a in range(n, q, -1):
-        sw[s, a] = sw[s, a - 1]
-    sw[s, q] = x
+        sw[s, u(a)] = sw[s, u(a - 1)]
+    sw[s, u(q)] = x
     ist[s, I_NSW] = n + 1
 
 
@@ -45,9 +45,9 @@ def _sw_remove(s, x, sw, ist):  # type: ignore[no-untyped-def]
     n = ist[s, I_NSW]
     j = 0  # the first x
     for a in range(n):
-        j += sw[s, a] < x
+        j += sw[s, u(a)] < x
     for a in range(j, n - 1):
-        sw[s, a] = sw[s, a + 1]
+        sw[s, u(a)] = sw[s, u(a + 1)]
     ist[s, I_NSW] = n - 1
 
 
@@ -57,16 +57,16 @@ def _sw_replace(s, old, x, sw, n):  # type: ignore[no-untyped-def]
     j = 0  # the first old
     q = 0  # where x goes once that old is out
     for a in range(n):
-        v = sw[s, a]
+        v = sw[s, u(a)]
         j += v < old
         q += v < x
     if old < x:
         q -= 1
     for a in range(j, q):
-        sw[s, a] = sw[s, a + 1]
+        sw[s, u(a)] = sw[s, u(a + 1)]
     for a in range(j, q, -1):
-        sw[s, a] = sw[s, a - 1]
-    sw[s, q] = x
+        sw[s, u(a)] = sw[s, u(a - 1)]
+    sw[s, u(q)] = x
 
 
 @helper
