@@ -9,7 +9,6 @@ over it.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from monitor.errors import WardwatchError
+from monitor.sqlitedb import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarm_state (
@@ -55,14 +54,7 @@ class AlarmStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise WardwatchError(f"cannot open alarm store {self.path}: {exc}") from exc
+        self._db = connect(self.path, what="alarm store", schema=_SCHEMA)
 
     def groups(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         rows = self._db.execute("SELECT ward, bed, rule, state FROM alarm_state")

@@ -22,10 +22,19 @@ import orjson
 
 from monitor.errors import SinkError, SpoolError
 from monitor.metrics import Metrics
+from monitor.sqlitedb import connect
 
 log = logging.getLogger(__name__)
 
 Record = Any  # JSON-serialisable: tuples/lists, dicts, str, numbers
+
+
+_SCHEMA = "".join(
+    f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " sink TEXT NOT NULL, created REAL NOT NULL, n INTEGER NOT NULL, body BLOB NOT NULL,"
+    " error TEXT);"
+    for table in ("spool", "rejected")
+)
 
 
 class Sink(Protocol):
@@ -50,20 +59,8 @@ class Spool:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            for table in ("spool", "rejected"):
-                self._db.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                    " sink TEXT NOT NULL, created REAL NOT NULL, n INTEGER NOT NULL,"
-                    " body BLOB NOT NULL, error TEXT)"
-                )
-        except sqlite3.Error as exc:
-            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        self._db = connect(self.path, what="spool", schema=_SCHEMA, autocommit=True,
+                           pragmas=("synchronous=NORMAL",), error=SpoolError)
         self._depth: dict[str, int] = dict(
             self._db.execute("SELECT sink, SUM(n) FROM spool GROUP BY sink").fetchall()
         )

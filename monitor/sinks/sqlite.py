@@ -9,6 +9,7 @@ from pathlib import Path
 
 from monitor.errors import SinkError
 from monitor.spool import Record
+from monitor.sqlitedb import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vitals (
@@ -34,10 +35,7 @@ class SqliteHistorySink:
     def __init__(self, path: str | Path) -> None:
         self.name = "history"
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, what="SQLite history", schema=_SCHEMA)
 
     def _write(self, records: Sequence[Record]) -> None:
         vitals = [tuple(r[1:]) for r in records if r[0] == "v"]

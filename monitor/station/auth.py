@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from monitor.errors import WardwatchError
+from monitor.sqlitedb import connect
 
 ROLES = ("viewer", "nurse", "admin")  # each may do what the ones before it may
 _SCHEMA = """
@@ -57,17 +58,13 @@ class Accounts:
     def __init__(self, path: str | Path, *, idle_s: float = 1800.0,
                  max_s: float = 12 * 3600.0) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.idle_s = idle_s
         self.max_s = max_s
         self._hasher = PasswordHasher()
         # one connection, used from the event loop and from the thread that runs the
         # (slow, deliberately) password checks: every use holds this lock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, what="station accounts", schema=_SCHEMA)
         # verifying against this when the user does not exist takes as long as a real
         # check, so response times do not tell which usernames exist
         self._dummy = self._hasher.hash(secrets.token_hex(16))
