@@ -32,7 +32,6 @@ kernel = njit(**_OPTIONS)  # an entry point, called from Python
 helper = njit(inline="always", **_OPTIONS)  # called from a kernel only
 
 
-
 @helper
 def u(i):  # type: ignore[no-untyped-def]
     """``i`` (never negative) as an unsigned index: no wraparound code at the access."""
