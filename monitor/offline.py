@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from monitor.errors import WardwatchError
 from monitor.lifecycle import AlarmEngine
 from monitor.scoring import GENERIC, INVALID, Scorer
 from monitor.scoring.params import generic_params
+from monitor.timestamps import parse_column
 from monitor.vitals import METRIC_IDS, METRICS
 
 
@@ -34,19 +34,6 @@ class ScoreSummary:
     unreadable: int
     alerts: int
     seconds: float
-
-
-def _times(col: Any) -> np.ndarray:
-    import pandas as pd
-
-    num = pd.to_numeric(col, errors="coerce")
-    if num.notna().mean() > 0.5:  # epoch seconds
-        epoch: np.ndarray = num.to_numpy(dtype=np.float64)
-        return epoch
-    dt = pd.to_datetime(col, utc=True, format="ISO8601", errors="coerce")
-    ns: np.ndarray = dt.astype("int64").to_numpy().astype(np.float64)
-    ns[dt.isna().to_numpy()] = np.nan
-    return ns / 1e9
 
 
 def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None) -> ScoreSummary:
@@ -63,7 +50,7 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None) -> Sco
     missing = {"timestamp", "value"} - set(frame.columns)
     if missing:
         raise WardwatchError(f"{src}: missing column(s) {', '.join(sorted(missing))}")
-    t = _times(frame["timestamp"])
+    t = parse_column(frame["timestamp"])
     v = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
     if metric == "generic":
         mid = GENERIC

@@ -20,13 +20,14 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from typing import Any, Final
 
 import fastjsonschema
 import orjson
 
+from monitor.timestamps import TimestampError
+from monitor.timestamps import parse as parse_timestamp
 from monitor.vitals import METRIC_IDS, METRICS
 
 OBS_PREFIX: Final = "wardwatch/v1/obs/"
@@ -145,21 +146,11 @@ _MALFORMED: Final = object()
 
 
 def _parse_time(raw: object) -> float | Rejection:
-    if isinstance(raw, str):
-        try:
-            dt = datetime.fromisoformat(raw)
-        except ValueError:
-            return Rejection("bad_timestamp", f"not RFC 3339: {raw[:40]!r}")
-        if dt.tzinfo is None:
-            return Rejection("bad_timestamp", f"no UTC offset: {raw[:40]!r}")
-        return dt.timestamp()
     try:
-        t = float(raw)  # type: ignore[arg-type]
-    except (OverflowError, TypeError, ValueError):
-        return Rejection("non_finite", "timestamp is not a finite number")
-    if not math.isfinite(t):
-        return Rejection("non_finite", "timestamp is not a finite number")
-    return t
+        return parse_timestamp(raw)
+    except TimestampError as exc:
+        reason = "non_finite" if "finite" in str(exc) else "bad_timestamp"
+        return Rejection(reason, str(exc))
 
 
 def decode(topic: str, payload: bytes, now: float, limits: Limits | None = None) -> Decoded:

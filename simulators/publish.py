@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from monitor.mqtt import client_args
+from monitor.timestamps import parse as parse_timestamp
 from monitor.vitals import METRIC_IDS, METRICS
 from simulators.patients import Patient
 
@@ -52,8 +53,8 @@ def csv_rows(path: Path) -> list[Row]:
                 metric = rec["metric"]
                 if metric not in METRIC_IDS:
                     raise ValueError(f"unknown metric {metric!r}")
-                rows.append((rec["ward"], rec["bed"], metric, float(rec["timestamp"]),
-                             float(rec["value"])))
+                t = parse_timestamp(rec["timestamp"], file=True)
+                rows.append((rec["ward"], rec["bed"], metric, t, float(rec["value"])))
             except (KeyError, ValueError, TypeError) as exc:
                 raise ValueError(f"{path}:{i}: {exc}") from exc
     rows.sort(key=lambda r: r[3])
