@@ -87,7 +87,8 @@ def parse_column(values: Sequence[Any] | Any) -> npt.NDArray[np.float64]:
     col = pd.Series(values, dtype=object)
     if col.empty:
         return np.empty(0)
-    num = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+    num: npt.NDArray[np.float64] = pd.to_numeric(col, errors="coerce").to_numpy(
+        dtype=np.float64)
     if np.isfinite(num).mean() > 0.5:
         out = num.copy()
         ms = np.abs(out) >= MS_FROM
