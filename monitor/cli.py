@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p_score.add_argument("--input", required=True, metavar="IN.csv")
     p_score.add_argument("--output", required=True, metavar="OUT.csv")
     p_score.add_argument("--unit", help="UCUM unit of the values (default: canonical)")
+    p_score.add_argument("--ack-after", metavar="S", type=float, default=120.0,
+                         help="a modelled responder acknowledges each alarm S seconds after "
+                              "it sounds (0: nobody answers; default 120)")
     p_alarms = sub.add_parser(
         "alarms", help="the alarm burden per bed and rule, or the audit log, from the store")
     p_alarms.add_argument("what", choices=["burden", "audit"])
@@ -124,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--json", metavar="FILE", help="the figures as JSON")
     p_eval.add_argument("--report", metavar="FILE",
                         help="the figures as Markdown, with PNG plots beside it")
+    p_eval.add_argument("--cgm", metavar="DIR",
+                        help="real CGM recordings (*.csv, *.csv.gz: timestamp,value in mg/dL) "
+                             "instead of the virtual cohort, against the glucose baselines")
+    p_eval.add_argument("--cadence", metavar="STEP", type=_duration,
+                        help="--cgm: subsample to this cadence first (e.g. 15m)")
+    p_eval.add_argument("--ack-after", metavar="S", type=float, default=120.0,
+                        help="a modelled responder acknowledges each alarm S seconds after "
+                             "it sounds (0: nobody answers; default 120)")
     args = parser.parse_args(argv)
 
     if args.command in ("simulate", "evaluate", "replay"):
@@ -263,13 +274,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from simulators.evaluate import evaluate, markdown
     from simulators.patients import cohort
 
+    if args.cgm:
+        return _evaluate_cgm(args)
     mix = _mix(args.scenario_mix)
     if mix is None:
         return 2
     with Progress(console=_stderr_console()) as progress:
         task = progress.add_task("evaluating", total=args.patients)
         result = evaluate(cohort(args.patients, seed=args.seed, days=args.days, mix=mix),
-                          progress=lambda: progress.advance(task))
+                          ack_after=args.ack_after, progress=lambda: progress.advance(task))
     result["seed"] = args.seed
     text = markdown(result)
     if args.json:
@@ -279,6 +292,60 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         report = Path(args.report)
         pngs = plots(result, report.parent, report.stem)
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+        report.write_text(text)
+    print(text)
+    return 0
+
+
+def _duration(text: str) -> float:
+    """``15m``, ``300s``, ``1h`` or plain seconds."""
+    units = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    for suffix in sorted(units, key=len, reverse=True):
+        if raw.endswith(suffix):
+            raw, scale = raw[: -len(suffix)], units[suffix]
+            break
+    else:
+        scale = 1.0
+    try:
+        secs = float(raw) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 5m, 15m)") from None
+    if not secs > 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive: {text!r}")
+    return secs
+
+
+def _evaluate_cgm(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from simulators.cgm import evaluate_recordings, load, markdown
+
+    folder = Path(args.cgm)
+    try:
+        recs = load(folder, args.cadence)
+    except WardwatchError as exc:
+        print(f"wardwatch: {exc}", file=sys.stderr)
+        return 2
+    label = folder.name + (f" at {args.cadence / 60:g} min" if args.cadence else "")
+    with Progress(console=_stderr_console()) as progress:
+        task = progress.add_task("evaluating", total=len(recs))
+        result = evaluate_recordings(recs, ack_after=args.ack_after,
+                                     progress=lambda: progress.advance(task))
+    result["set"] = label
+    results = {label: result}
+    text = markdown(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.report:
+        from simulators.report import cgm_plots
+
+        report = Path(args.report)
+        pngs = cgm_plots(results, report.parent, report.stem)
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
         report.write_text(text)
     print(text)
@@ -374,7 +441,8 @@ def _score(args: argparse.Namespace) -> int:
     from monitor.offline import score_csv
 
     try:
-        s = score_csv(args.metric, Path(args.input), Path(args.output), args.unit)
+        s = score_csv(args.metric, Path(args.input), Path(args.output), args.unit,
+                      ack_after=args.ack_after)
     except WardwatchError as exc:
         print(f"wardwatch: {exc}", file=sys.stderr)
         return 2

@@ -133,8 +133,13 @@ class AlarmEngine:
 
     def __init__(self, rules: RuleSet | None = None, settings: AlarmSettings | None = None,
                  *, store: Any = None, system_bed: str = "wardwatch",
-                 on_fire: Callable[[AlarmEvent], None] | None = None) -> None:
+                 on_fire: Callable[[AlarmEvent], None] | None = None,
+                 ack_after: float = 0.0) -> None:
         self.rules = rules if rules is not None else RuleSet()
+        # Replays only (score, evaluate): a modelled responder acknowledges every alarm
+        # this long (clock seconds) after it fires or sounds again, as a nurse would, so a
+        # latched or acknowledged alarm never hides the next episode. 0: nobody answers.
+        self.ack_after = ack_after
         self.cfg = settings if settings is not None else AlarmSettings()
         self.system_bed = system_bed
         self.groups: dict[GroupKey, GroupState] = {}  # non-idle machines only
@@ -209,6 +214,12 @@ class AlarmEngine:
             gs = self._state(key)
         if t < gs.last_t:
             return []
+        events: list[AlarmEvent] = []
+        if self.ack_after > 0:
+            events += self._respond(key, gs, clock)
+            if key not in self.groups:  # the ack resolved a latched alarm: keep judging
+                self.groups[key] = gs
+                self.hot[key[:2]] += 1
         gs.last_t = t
         gs.detail = detail
         onset = gs.onset
@@ -222,10 +233,23 @@ class AlarmEngine:
                 del onset[lv.code]
         if onset != before:
             self.dirty.add(key)
-        events = self._settle(key, rule, gs, t, clock, value, forecast)
+        events += self._settle(key, rule, gs, t, clock, value, forecast)
         events += self._timers(key, gs, clock)
         self._drop_if_idle(key, gs)
         return events
+
+    def _respond(self, key: GroupKey, gs: GroupState, clock: float) -> list[AlarmEvent]:
+        """The modelled responder: an alarm sounding for ``ack_after`` by ``clock`` is
+        acknowledged then (at that clock), before the sample at ``clock`` is judged."""
+        a = gs.alarm
+        if a is None or a.state not in ("firing", "escalated"):
+            return []
+        at = gs.fired_at + self.ack_after
+        if clock < at:
+            return []
+        result = self.ack(key[0], key[1], {"id": a.id, "by": "responder", "action": "ack",
+                                           "reason": "modelled responder (replay)"}, at)
+        return result.events
 
     @staticmethod
     def _target(rule: Rule, gs: GroupState, t: float) -> int | None:

@@ -36,8 +36,13 @@ class ScoreSummary:
     seconds: float
 
 
-def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None) -> ScoreSummary:
-    """Score ``src`` as ``metric`` and write the contract's columns to ``dst``."""
+def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
+              ack_after: float = 120.0) -> ScoreSummary:
+    """Score ``src`` as ``metric`` and write the contract's columns to ``dst``.
+
+    ``ack_after``: a modelled responder acknowledges each alarm this many seconds (of
+    observation time) after it sounds, so a latched alarm never hides the next episode;
+    0: nobody answers."""
     import time
 
     import pandas as pd
@@ -84,7 +89,7 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None) -> Sco
     forecast[back] = batch.forecast
     alerts = [""] * n
     fired = 0
-    for j, ev in AlarmEngine().update(batch, scorer.streams):
+    for j, ev in AlarmEngine(ack_after=ack_after).update(batch, scorer.streams):
         if ev.state == "firing":
             r = int(back[j])
             alerts[r] = f"{alerts[r]};{ev.code}" if alerts[r] else ev.code

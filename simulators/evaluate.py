@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,10 +70,13 @@ def clinical(code: str) -> bool:
     return not any(code.endswith(x) or code.startswith(x) for x in TECHNICAL)
 
 
-def wardwatch_alarms(p: Patient) -> list[Alarm]:
-    """The alarms wardwatch raises for one patient's streams (first firing of each)."""
+def wardwatch_alarms(p: Patient, ack_after: float = 120.0) -> list[Alarm]:
+    """The alarms wardwatch raises for one patient's streams (each alarm's first firing; a
+    new episode is a new alarm), with a responder acknowledging each ``ack_after`` s
+    after it sounds (0: nobody answers, so a latched alarm hides later episodes)."""
     scorer = Scorer()
-    engine = AlarmEngine(settings=AlarmSettings(escalate_high_s=0, escalate_medium_s=0))
+    engine = AlarmEngine(settings=AlarmSettings(escalate_high_s=0, escalate_medium_s=0),
+                         ack_after=ack_after)
     sid, metric, ts, vs = [], [], [], []
     for name, (t, v) in p.streams.items():
         mid = METRIC_IDS[name]
@@ -259,9 +263,10 @@ def _summary(tally: Tally, patient_days: float, glucose_days: float) -> dict[str
 
 
 def evaluate(patients: Iterable[Patient], *, detectors: dict[str, Any] | None = None,
-             progress: Any = None) -> dict[str, Any]:
+             ack_after: float = 120.0, progress: Any = None) -> dict[str, Any]:
     """Figures per detector and event type (the JSON of ``wardwatch evaluate``)."""
-    detectors = detectors or {**DETECTORS, "ar2": ar2_alarms, "river": river_alarms}
+    detectors = detectors or {**DETECTORS, "ar2": ar2_alarms, "river": river_alarms,
+                              "wardwatch": partial(wardwatch_alarms, ack_after=ack_after)}
     tallies = {name: Tally() for name in detectors}
     patient_days = glucose_days = 0.0
     n = 0
@@ -275,7 +280,7 @@ def evaluate(patients: Iterable[Patient], *, detectors: dict[str, Any] | None = 
         if progress is not None:
             progress()
     result = {name: _summary(t, patient_days, glucose_days) for name, t in tallies.items()}
-    return {"patients": n, "patient_days": patient_days,
+    return {"patients": n, "patient_days": patient_days, "ack_after_s": ack_after,
             "glucose_patient_days": glucose_days, "detectors": result}
 
 

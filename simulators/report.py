@@ -72,3 +72,68 @@ def plots(result: dict[str, Any], out: Path, stem: str) -> list[Path]:
 
 
 __all__ = ["plots"]
+
+
+def cgm_plots(results: dict[str, dict[str, Any]], out: Path, stem: str) -> list[Path]:
+    """``{stem}-tradeoff.png`` (sens15 against false alarms per patient-day: wardwatch's
+    curve over its predictive window, each baseline a point, the targets shaded) and
+    ``{stem}-leads.png`` (every event's lead, per detector), one panel per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simulators.cgm import TARGETS
+
+    labels = list(results)
+    paths = []
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.2 * len(labels), 4.4), squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        res = results[label]
+        curve = res["curve"]
+        ax.plot([p["false_alarms_per_patient_day"] for p in curve],
+                [p["sens15"] for p in curve], "-o", color="tab:blue", label="wardwatch")
+        for p in curve:
+            ax.annotate(f"{p['window_min']:g}", (p["false_alarms_per_patient_day"],
+                        p["sens15"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ww = res["detectors"]["wardwatch"]
+        ax.plot(ww["false_alarms_per_patient_day"], ww["sens15"], "*", ms=14,
+                color="tab:blue", label="wardwatch (default)")
+        for j, (name, d) in enumerate(res["detectors"].items()):
+            if name == "wardwatch":
+                continue
+            ax.plot(d["false_alarms_per_patient_day"], d["sens15"], "sD^vP"[j % 5], ms=8,
+                    label=name)
+        ax.axhspan(TARGETS["sens15"], 1.0, xmin=0, color="tab:green", alpha=0.08)
+        ax.axvline(TARGETS["false_alarms_per_patient_day"], color="tab:green", lw=0.8,
+                   ls="--")
+        ax.set_xlabel("false alarms per patient-day")
+        ax.set_ylabel("sens15 (share of events warned ≥ 15 min ahead)")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = out / f"{stem}-tradeoff.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.2 * len(labels), 4.0), squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        det = results[label]["detectors"]
+        names = list(det)
+        data = [[x for x in det[n]["leads_min"] if x is not None] for n in names]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, fontsize=8)
+        ax.axhline(15, color="tab:green", lw=0.8, ls="--")
+        ax.set_ylabel("lead before onset (min)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = out / f"{stem}-leads.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    return paths

@@ -93,3 +93,51 @@ def test_cli_score_command(tmp_path: Path) -> None:
     alerts = [(i, r["alert"]) for i, r in enumerate(read(dst)) if r["alert"]]
     # the step is believed at its 8th sample (row 37); hr.news2.3 must then hold 30 s
     assert alerts == [(37 + 6, "hr.news2.3")]
+
+
+def _hypo_twice(path: Path) -> list[float]:
+    """A CGM every 5 min: two separate hypoglycaemic episodes reaching 45 mg/dL, 4 h apart,
+    each a fall, a trough of 30 min and a recovery to 130."""
+    t0 = 1_763_856_000
+    one = [130.0 + i % 2 for i in range(12)] + [130 - 8.5 * i for i in range(1, 11)] + \
+        [45.0 + i % 2 for i in range(6)] + [45 + 8.5 * i for i in range(1, 11)] + \
+        [130.0 + i % 2 for i in range(10)]
+    vals = one + one
+    path.write_text("timestamp,value\n" + "".join(
+        f"{t0 + 300 * i},{v:.1f}\n" for i, v in enumerate(vals)))
+    return vals
+
+
+def _fired(path: Path) -> list[tuple[int, str]]:
+    return [(i, a) for i, r in enumerate(read(path)) for a in r["alert"].split(";") if a]
+
+
+def test_a_modelled_responder_keeps_a_latched_alarm_from_hiding_the_next_episode(
+        tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    vals = _hypo_twice(src)
+    n = len(vals) // 2
+    nobody, nurse = tmp_path / "nobody.csv", tmp_path / "nurse.csv"
+    score_csv("glucose", src, nobody, ack_after=0)
+    score_csv("glucose", src, nurse)  # default: acknowledged 120 s after it sounds
+    silent = _fired(nobody)
+    answered = _fired(nurse)
+    # nobody answers: the high-priority level-2 alarm latches and every later low-glucose
+    # alarm of its rule stays silent, so the second episode raises no value alarm
+    assert [a for i, a in silent if i < n].count("glucose.low.l2") == 1
+    assert not [a for i, a in silent if i >= n and a.startswith("glucose.low.l")]
+    # with the responder, the second episode sounds like the first
+    first = [a for i, a in answered if i < n]
+    second = [a for i, a in answered if i >= n]
+    assert first == second
+    assert {"glucose.low.predicted", "glucose.low.l1", "glucose.low.l2"} <= set(second)
+    # the same rows: the second episode fires where the first did, n rows later
+    assert [i + n for i, _ in answered if i < n] == [i for i, _ in answered if i >= n]
+
+
+def test_score_cli_takes_ack_after(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    _hypo_twice(src)
+    assert main(["score", "--metric", "glucose", "--input", str(src), "--output", str(dst),
+                 "--ack-after", "0"]) == 0
+    assert [a for _, a in _fired(dst)].count("glucose.low.l2") == 1
