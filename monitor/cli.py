@@ -11,6 +11,7 @@ from typing import Any
 
 from monitor.config import Settings, load
 from monitor.errors import WardwatchError
+from simulators.seeds import REPORTING_SEED
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--patients", type=int, default=200)
     p_eval.add_argument("--days", type=float, default=1.0)
     p_eval.add_argument("--scenario-mix", metavar="MIX")
-    p_eval.add_argument("--seed", type=int, default=20261123)
+    p_eval.add_argument("--seed", type=_seed, default=REPORTING_SEED,
+                        help=f"cohort seed (default {REPORTING_SEED}, the reporting seed, "
+                             "never used for tuning); 'fresh' draws one now")
     p_eval.add_argument("--json", metavar="FILE", help="the figures as JSON")
     p_eval.add_argument("--report", metavar="FILE",
                         help="the figures as Markdown, with PNG plots beside it")
@@ -296,6 +299,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         report.write_text(text)
     print(text)
     return 0
+
+
+def _seed(text: str) -> int:
+    if text.strip().lower() == "fresh":
+        from simulators.seeds import fresh_seed
+
+        return fresh_seed()
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is an integer or 'fresh', got {text!r}") \
+            from None
 
 
 def _duration(text: str) -> float:

@@ -46,6 +46,7 @@ from monitor.scoring import Scorer
 from monitor.scoring.params import PARAMS
 from monitor.vitals import METRIC_IDS
 from simulators.patients import GLUCOSE_EVENTS, SCENARIOS, Patient
+from simulators.seeds import REPORTING_SEED, SIMULATOR_DEPENDENT, TUNING_SEEDS
 
 TECHNICAL = (".stale", ".flatline", "device.", "system.")
 AFTER_EVENT_S = 3600.0
@@ -292,8 +293,14 @@ def markdown(result: dict[str, Any]) -> str:
     """The report: one table per event type, detectors side by side."""
     det = result["detectors"]
     names = list(det)
+    seed = result.get("seed")
+    which = ("" if seed is None else f", seed {seed}" + (
+        " (the reporting seed)" if seed == REPORTING_SEED else
+        " (a tuning seed)" if seed in TUNING_SEEDS else " (not a tuning seed)"))
     lines = [f"# wardwatch evaluation — {result['patients']} patients, "
-             f"{result['patient_days']:g} patient-days", ""]
+             f"{result['patient_days']:g} patient-days{which}", "",
+             f"Responder: each alarm acknowledged {result.get('ack_after_s', 0):g} s after it "
+             "sounds (0: nobody answers).", ""]
     lines += ["| detector | alarms / patient-day | false alarms / patient-day | "
               "predictable events: sensitivity | median lead (min) | 10th pct lead (min) |",
               "|---|---|---|---|---|---|"]
@@ -307,7 +314,10 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_fmt(pr['lead_time_p10_min'], '.1f')} |")
     lines += ["", "Lead time: minutes from the first alarm of the event's family to the true "
               "value crossing the clinical threshold (negative: after it). *Predictable*: the "
-              "devices show the event at least 30 min before that crossing."]
+              "devices show the event at least 30 min before that crossing.", "",
+              "Choices that depend on the simulator's own constants (facts of the simulator, "
+              "not of patients):", ""]
+    lines += [f"* {c}" for c in SIMULATOR_DEPENDENT]
     for kind in SCENARIOS[1:]:
         lines += ["", f"## {kind}", "",
                   "| detector | events | sensitivity | median lead (min) | 10th pct lead (min) "

@@ -105,15 +105,43 @@ from monitor.scoring._layout import (
 )
 from monitor.scoring._window import ring_add, sw_mad, sw_median
 
-__all__ = ["SCRATCH_N", "WARMUP_N", "in_order", "score_batch", "score_batch_parallel"]
+__all__ = ["SCRATCH_N", "WARMUP_N", "in_order", "score_batch", "score_batch_parallel",
+           "surprise_score"]
 
 WARMUP_N = 3  # accepted samples before the EWMA z is meaningful
 SQRT2 = math.sqrt(2.0)
+SQRT_PI = math.sqrt(math.pi)
+LN10 = math.log(10.0)
+LOG10_2 = math.log10(2.0)
+S_HALF = 2.0  # surprise (decades) scored 1/2: p = 0.01
 # Below these, erfc(|z| / sqrt 2) and exp(-cusum) exceed 1/2 (by >= 7e-5, so no
 # rounding can cross), so neither needs computing for the score: a stable stream's
 # samples mostly need one of them or none.
 Z_HALF = 0.674  # erfc(0.674 / sqrt 2) = 0.50031
 C_HALF = 0.693  # exp(-0.693) = 0.50007
+
+
+@helper
+def surprise_score(az, cus):  # type: ignore[no-untyped-def]
+    """The sample's score in [0, 1) from its |EWMA z| and the CUSUM.
+
+    p = min(1, 2 min(p_z, p_c)), p_z = erfc(|z| / sqrt 2) (two-sided normal) and
+    p_c = exp(-cus), P(CUSUM >= c) with no change (Siegmund, k = 0.5). The score is the
+    surprise s = -log10 p, in decades, squashed as s / (s + S_HALF): 1/2 at p = 0.01,
+    0.75 at 1e-6, 0.9 at 1e-18; 0 when p = 1. Monotone in p, so one threshold serves, and
+    never exactly 1, so a shift of 10 sd still ranks above one of 6 (a p-value would read
+    1.0000 for both). A probability above 1/2 cannot raise the score, so only those that
+    may be below 1/2 are computed; erfc's log is taken asymptotically where it underflows.
+    """
+    s = 0.0
+    if az >= Z_HALF:
+        x = az / SQRT2  # erfc(26) = 6e-296, still a normal double; beyond, its log
+        s = (-math.log10(math.erfc(x)) if x < 26.0
+             else (x * x + math.log(x * SQRT_PI)) / LN10)
+    if cus >= C_HALF:
+        s = max(s, cus / LN10)
+    s -= LOG10_2
+    return s / (s + S_HALF) if s > 0.0 else 0.0
 
 
 @helper
@@ -247,20 +275,10 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
     fs[s, F_LAST_X] = x
 
     # outputs
-    # score = 1 - min(1, 2 min(p_z, p_c)), p_z = erfc(|z| / sqrt 2) and p_c = exp(-cus),
-    # P(CUSUM >= c) with no change (k = 0.5). A probability above 1/2 cannot lower the
-    # score below what the other gives, so only those that may be below 1/2 are computed.
     if math.isnan(z):
         out[i, O_SCORE] = np.nan
     else:
-        az = abs(z)
-        if az < Z_HALF:
-            p = 1.0 if cus < C_HALF else math.exp(-cus)
-        elif cus < C_HALF:
-            p = math.erfc(az / SQRT2)
-        else:
-            p = min(math.erfc(az / SQRT2), math.exp(-cus))
-        out[i, O_SCORE] = 1.0 - min(1.0, 2.0 * p)
+        out[i, O_SCORE] = surprise_score(abs(z), cus)
     out[i, O_LEVEL] = fs[s, F_EW_MEAN] if ist[s, I_N] > 0 else np.nan
     nok = ist[s, I_NOK]
     if nok > 0:

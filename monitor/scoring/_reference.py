@@ -17,6 +17,17 @@ from monitor.scoring._kernels import WARMUP_N
 from monitor.scoring.params import MetricParams
 
 
+def surprise(az: float, cus: float) -> float:
+    """Score in [0, 1): s / (s + 2) for s = -log10 min(1, 2 min(p_z, p_cusum))."""
+    x = az / math.sqrt(2.0)
+    tail = math.erfc(x)
+    # erfc's asymptotic log where it underflows
+    log_pz = math.log(tail) if tail > 1e-300 else -x * x - math.log(x * math.sqrt(math.pi))
+    log_p = min(0.0, math.log(2.0) + min(log_pz, -cus))
+    s = -log_p / math.log(10.0)
+    return s / (s + 2.0)
+
+
 def median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
@@ -153,8 +164,7 @@ class RefStream:
 
         out = [math.nan] * L.NO
         if not math.isnan(z):
-            p_z = math.erfc(abs(z) / math.sqrt(2.0))
-            out[L.O_SCORE] = 1.0 - min(1.0, 2.0 * min(p_z, math.exp(-cus)))
+            out[L.O_SCORE] = surprise(abs(z), cus)
         out[L.O_LEVEL] = self.mean if self.n > 0 else math.nan
         ok = [v for _, v, a in self.ring if a]
         if ok:
