@@ -66,6 +66,7 @@ _MIDDLE: dict[str, float] = {
     for n in [next(b for b, band in enumerate(r.bands) if band.code is None)]
     if 0 < n < len(r.edges)
 }
+STALE_CADENCES = 3.0  # a stream is stale after this many of its own intervals at least
 _SLOPE_OF_NOTE = np.array([2.0 if m.name == "glucose" else np.inf for m in METRICS] + [np.inf])
 
 
@@ -263,7 +264,13 @@ class Signals:
         streams = self._streams
         for m in ("hr", "sbp"):
             s = None if streams is None else streams.find(ward, bed, METRIC_IDS[m])
-            if s is not None and t - self._lat_t[s] <= _FRESH_S[m]:  # NaN: never seen
+            if s is None or streams is None:
+                continue
+            # fresh for the metric's gap, or a few of the stream's own intervals (an
+            # hourly cuff's value still counts half an hour on)
+            cad = float(streams.cadence[s])
+            fresh_s = _FRESH_S[m] if cad != cad else max(_FRESH_S[m], STALE_CADENCES * cad)
+            if t - self._lat_t[s] <= fresh_s:  # NaN: never seen
                 fresh[m] = float(self._lat_v[s])
         evs: list[AlarmEvent] = []
         parts = []
@@ -295,7 +302,9 @@ class Signals:
         if n == 0:
             return []
         seen = streams.wall_seen[:n]
-        limit = self._stale_limits(streams)
+        # a stream is stale past its rule's limit or STALE_CADENCES of its own interval,
+        # whichever is longer: an HR sent once a minute is not stale between samples
+        limit = np.fmax(self._stale_limits(streams), STALE_CADENCES * streams.cadence[:n])
         age = clock - seen
         cand = set(np.flatnonzero((age > limit) & (seen > 0)).tolist())
         groups = self.engine.groups

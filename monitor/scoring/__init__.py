@@ -83,6 +83,11 @@ class StreamTable:
         return self.fs[:, L.F_LAST_OK_X]
 
     @property
+    def cadence(self) -> F64:
+        """Each stream's running sampling interval (s; NaN until its second sample)."""
+        return self.fs[:, L.F_CADENCE]
+
+    @property
     def value_t(self) -> F64:
         return self.fs[:, L.F_LAST_OK_T]
 
@@ -120,7 +125,8 @@ def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64, F64]
     fs[:, L.F_LAST_T] = fs[:, L.F_LAST_X] = fs[:, L.F_LAST_OK_X] = fs[:, L.F_LAST_OK_T] = np.nan
     fs[:, L.F_SIG2] = 1.0
     fs[:, L.F_P11] = fs[:, L.F_P22] = 10.0
-    for col in (L.F_FC, L.F_FC_SD, L.F_FC_T, L.F_PLO, L.F_PHI, L.F_SLOPE, L.F_ZINNOV):
+    for col in (L.F_FC, L.F_FC_SD, L.F_FC_T, L.F_PLO, L.F_PHI, L.F_SLOPE, L.F_ZINNOV,
+                L.F_CADENCE):
         fs[:, col] = np.nan
     fs[:, L.F_TLO] = fs[:, L.F_THI] = np.inf
     ist = np.zeros((n, L.NI), dtype=np.int64)

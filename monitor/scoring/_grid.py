@@ -55,7 +55,10 @@ from monitor.scoring._layout import (
     P_VAR_FLOOR,
 )
 
-MAX_FILL = 3  # grid steps interpolated across a gap; longer gaps restart the lags
+MAX_FILL = 3  # grid steps interpolated across a gap; longer gaps restart the lags...
+FILL_CADENCES = 1.5  # ... unless the stream's own cadence spans more (a 15-min CGM, an
+#                      hourly cuff): a gap is judged against how often the stream reports
+SLOPE_CADENCES = 3.0  # the slope window spans at least this many of the stream's samples
 P0 = 10.0  # RLS prior variance of the AR coefficients
 SIG2_DECAY = 0.95  # EWMA weight of the innovation variance, per grid step
 WARMUP_GRID = 4  # grid points before forecasts are given
@@ -150,10 +153,21 @@ def _grid_push(s, y, ist, gh):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _theil_sen(s, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
-    """Over the newest P_SLOPE_N grid values: the median of pairwise slopes, per minute,
-    into F_SLOPE; Kendall's tau (rising minus falling pairs, over all pairs) into F_TREND."""
-    n = min(ist[s, I_GLEN], int(p[P_SLOPE_N]))
+def slope_points(p, cad):  # type: ignore[no-untyped-def]
+    """Grid points in the slope window: P_SLOPE_N, or enough to span SLOPE_CADENCES of the
+    stream's samples (sparse streams: interpolated points carry no news), at most GHIST."""
+    n = int(p[P_SLOPE_N])
+    if cad == cad:
+        n = max(n, math.ceil(SLOPE_CADENCES * cad / p[P_GRID_S]) + 1)
+    return min(n, GHIST)
+
+
+@helper
+def _theil_sen(s, fs, ist, gh, p, scratch, cad):  # type: ignore[no-untyped-def]
+    """Over the newest grid values of the slope window: the median of pairwise slopes, per
+    minute, into F_SLOPE; Kendall's tau (rising minus falling pairs, over all pairs) into
+    F_TREND."""
+    n = min(ist[s, I_GLEN], slope_points(p, cad))
     if n < 3:
         fs[s, F_SLOPE] = np.nan
         fs[s, F_TREND] = np.nan
@@ -279,12 +293,16 @@ def _rls(s, fs, x1, x2, e, lam):  # type: ignore[no-untyped-def]
 
 
 @helper
-def grid_update(s, t, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
-    """Advance the grid model if ``t`` opened a new grid step; return status flags."""
+def grid_update(s, t, fs, ist, gh, p, scratch, cad):  # type: ignore[no-untyped-def]
+    """Advance the grid model if ``t`` opened a new grid step; return status flags.
+    ``cad``: the stream's sampling interval (NaN: not known yet)."""
     grid = p[P_GRID_S]
     b = math.floor(t / grid)
     ynew = fs[s, F_FAST]
-    if ist[s, I_NGRID] == 0 or b - ist[s, I_BUCKET] > MAX_FILL:
+    fill = MAX_FILL
+    if cad == cad:
+        fill = max(fill, math.ceil(FILL_CADENCES * cad / grid))
+    if ist[s, I_NGRID] == 0 or b - ist[s, I_BUCKET] > fill:
         ist[s, I_NGRID] = 1
         ist[s, I_GLEN] = 0
         ist[s, I_GHEAD] = 0
@@ -330,7 +348,7 @@ def grid_update(s, t, fs, ist, gh, p, scratch):  # type: ignore[no-untyped-def]
     ist[s, I_NGRID] += 1
     ist[s, I_BUCKET] = b
     _grid_push(s, ynew, ist, gh)
-    _theil_sen(s, fs, ist, gh, p, scratch)
+    _theil_sen(s, fs, ist, gh, p, scratch, cad)
     if ist[s, I_NGRID] >= WARMUP_GRID:
         _forecast(s, t, fs, p)
     return flags

@@ -29,6 +29,7 @@ from monitor.scoring._layout import (
     DRIFT,
     F_ALPHA,
     F_ALPHA_FAST,
+    F_CADENCE,
     F_CUS_NEG,
     F_CUS_POS,
     F_DT,
@@ -85,6 +86,7 @@ from monitor.scoring._layout import (
     O_TLO,
     O_Z,
     O_ZINNOV,
+    P_DENSE_S,
     P_FAST_TAU,
     P_FLAT_S,
     P_GAP_S,
@@ -96,10 +98,13 @@ from monitor.scoring._layout import (
     P_MED_W,
     P_PHI1_0,
     P_PHI2_0,
+    P_RATE_SPAN,
     P_RESET_S,
     P_ROLL_T,
     P_TAU,
     P_VAR_FLOOR,
+    P_ZERO_ART,
+    RING,
     STALE_ORDER,
     WARMUP,
 )
@@ -114,11 +119,41 @@ SQRT_PI = math.sqrt(math.pi)
 LN10 = math.log(10.0)
 LOG10_2 = math.log10(2.0)
 S_HALF = 2.0  # surprise (decades) scored 1/2: p = 0.01
+# Cadence: a silence of GAP_CADENCES intervals (or the metric's gap_s, if longer) is a
+# dropout; the running interval moves by exp(CAD_W * clip(log(dt / cadence), CAD_CLIP)).
+GAP_CADENCES = 3.0
+CAD_W = 0.2
+CAD_CLIP = 1.0
 # Below these, erfc(|z| / sqrt 2) and exp(-cusum) exceed 1/2 (by >= 7e-5, so no
 # rounding can cross), so neither needs computing for the score: a stable stream's
 # samples mostly need one of them or none.
 Z_HALF = 0.674  # erfc(0.674 / sqrt 2) = 0.50031
 C_HALF = 0.693  # exp(-0.693) = 0.50007
+
+
+@helper
+def update_cadence(cad, dt):  # type: ignore[no-untyped-def]
+    """The running sampling interval after one more interval ``dt``: a geometric EWMA
+    whose step is clipped, so one gap or one burst moves it by at most ~22%, while a
+    device that changes its cadence is followed within ~15 samples."""
+    if cad != cad:
+        return dt
+    if abs(dt - cad) <= 1e-3 * cad:
+        return cad
+    r = math.log(max(dt, 1e-3 * cad) / cad)
+    r = min(CAD_CLIP, max(-CAD_CLIP, r))
+    return cad * math.exp(CAD_W * r)
+
+
+@helper
+def ring_before(s, t0, ref_t, ref_x, ist, rt, rx, rok):  # type: ignore[no-untyped-def]
+    """The newest accepted (t, x) of the ring at or before ``t0``; (ref_t, ref_x) if none."""
+    head = ist[s, I_HEAD]
+    for j in range(1, ist[s, I_LEN] + 1):
+        k = (head - j) & (RING - 1)
+        if rok[s, k] and rt[s, k] <= t0:
+            return rt[s, k], rx[s, k]
+    return ref_t, ref_x
 
 
 @helper
@@ -183,10 +218,19 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
         fs[s, F_PHI1] = p[P_PHI1_0]
         fs[s, F_PHI2] = p[P_PHI2_0]
     flags = 0
-    if seen and t - fs[s, F_LAST_T] > p[P_GAP_S]:
-        flags |= GAP
-    if seen and t - fs[s, F_LAST_T] > p[P_RESET_S]:
-        reset_stream(s, fs, ist)
+    cad = fs[s, F_CADENCE]
+    gap = p[P_GAP_S]
+    if seen:
+        dt = t - fs[s, F_LAST_T]
+        if cad == cad:  # a silence is judged against the cadence so far
+            gap = max(gap, GAP_CADENCES * cad)
+        cad = update_cadence(cad, dt)
+        fs[s, F_CADENCE] = cad
+        if dt > gap:
+            flags |= GAP
+        if dt > p[P_RESET_S]:
+            reset_stream(s, fs, ist)
+    dense = cad <= p[P_DENSE_S]  # NaN: not yet
 
     # flatline: identical raw values for too long
     if seen and x == fs[s, F_LAST_X]:
@@ -205,21 +249,32 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
         med = sw_median(s, sw, nmed)
         dev = abs(x - med)
         # the threshold is at least k * floor: below that the MAD cannot matter
-        if (not flat and p[P_HAMPEL] > 0 and nmed >= max(3, w // 2)
+        if (not flat and (p[P_HAMPEL] > 0 or dense) and nmed >= max(3, w // 2)
                 and dev > p[P_HAMPEL_K] * p[P_MAD_FLOOR]):
             mad = sw_mad(s, sw, nmed, med)
             if dev > p[P_HAMPEL_K] * max(1.4826 * mad, p[P_MAD_FLOOR]):
                 artifact = True
+    max_art = p[P_MAX_ART]
     if not flat and not artifact and ist[s, I_N] > 0 and not math.isinf(p[P_MAX_RATE]):
-        dto = t - fs[s, F_LAST_OK_T]
-        if 0.0 < dto <= p[P_GAP_S] and abs(x - fs[s, F_LAST_OK_X]) / dto > p[P_MAX_RATE]:
+        ref_t = fs[s, F_LAST_OK_T]
+        ref_x = fs[s, F_LAST_OK_X]
+        span = p[P_RATE_SPAN]
+        if span > 0.0:
+            if t - ref_t < 0.5 * span:  # dense: the newest accepted at least span before
+                ref_t, ref_x = ring_before(s, t - span, ref_t, ref_x, ist, rt, rx, rok)
+            if cad == cad:  # a jump must persist about span before it is believed
+                max_art = max(max_art, int(span / cad + 0.5))
+        dto = t - ref_t
+        if 0.0 < dto <= gap and abs(x - ref_x) / dto > p[P_MAX_RATE]:
             artifact = True
     if artifact:
         ist[s, I_ART_RUN] += 1
-        if ist[s, I_ART_RUN] > p[P_MAX_ART]:  # sustained: it is the patient, not the sensor
+        if ist[s, I_ART_RUN] > max_art:  # sustained: it is the patient, not the sensor
             artifact = False
     if not artifact:
         ist[s, I_ART_RUN] = 0
+    if dense and p[P_ZERO_ART] > 0 and x == 0.0 and not flat:
+        artifact = True  # the transducer open to air: never the patient, however long
 
     n = ist[s, I_N]
     z = np.nan
@@ -262,7 +317,7 @@ def _step(i, s, m, t, x, fs, ist, rt, rx, rok, sw, gh, params, edges, upper, n_e
         if b != ist[s, I_BAND]:
             ist[s, I_BAND] = b
             flags |= BAND_CHANGED
-        flags |= grid_update(s, t, fs, ist, gh, p, scratch)
+        flags |= grid_update(s, t, fs, ist, gh, p, scratch, cad)
         cus = max(fs[s, F_CUS_POS], fs[s, F_CUS_NEG])
         if flags & DRIFT:  # decided: start accumulating afresh
             fs[s, F_CUS_POS] = 0.0

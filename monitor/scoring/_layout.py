@@ -44,7 +44,9 @@ F_DT = 32  # last dt between accepted samples, and the EWMA weights it gave (cac
 F_ALPHA = 33
 F_ALPHA_FAST = 34
 F_TREND = 35  # Kendall's tau of the grid history: how monotone the slope's evidence is
-NF = 36
+F_CADENCE = 36  # the stream's own sampling interval (s), a robust running estimate (NaN: one
+#                 sample so far); see monitor.scoring._kernels for what adapts to it
+NF = 37
 
 # -- int state -----------------------------------------------------------------------
 I_N = 0  # accepted samples since (re)start
@@ -91,7 +93,10 @@ P_FAST_TAU = 21
 P_TREND_S = 22  # a monotone trend is extrapolated this far for the crossings (0: off)
 P_TREND_TAU = 23  # |Kendall's tau| from which a trend counts as monotone
 P_SLOPE_N = 24  # grid points in the Theil-Sen slope (3..GHIST)
-NP = 25
+P_DENSE_S = 25  # a stream sampled at least this often is dense: Hampel runs on it
+P_ZERO_ART = 26  # 1: on a dense stream a reading of 0 is the transducer zeroed, an artifact
+P_RATE_SPAN = 27  # the rate-of-change artifact test spans at least this long (s)
+NP = 28
 
 # -- per-sample outputs --------------------------------------------------------------
 O_SCORE = 0

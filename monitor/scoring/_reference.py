@@ -12,9 +12,26 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from monitor.scoring import _layout as L
-from monitor.scoring._grid import MAX_FILL, P0, SIG2_DECAY, WARMUP_GRID
-from monitor.scoring._kernels import WARMUP_N
+from monitor.scoring._grid import (
+    FILL_CADENCES,
+    MAX_FILL,
+    P0,
+    SIG2_DECAY,
+    SLOPE_CADENCES,
+    WARMUP_GRID,
+)
+from monitor.scoring._kernels import CAD_CLIP, CAD_W, GAP_CADENCES, WARMUP_N
 from monitor.scoring.params import MetricParams
+
+
+def next_cadence(cad: float, dt: float) -> float:
+    """The running sampling interval: a clipped geometric EWMA of the intervals."""
+    if math.isnan(cad):
+        return dt
+    if abs(dt - cad) <= 1e-3 * cad:
+        return cad
+    r = min(CAD_CLIP, max(-CAD_CLIP, math.log(max(dt, 1e-3 * cad) / cad)))
+    return cad * math.exp(CAD_W * r)
 
 
 def surprise(az: float, cus: float) -> float:
@@ -78,6 +95,7 @@ class RefStream:
     zin: float = math.nan
     cpos: float = 0.0
     cneg: float = 0.0
+    cad: float = math.nan  # running sampling interval
 
     def __post_init__(self) -> None:
         self.phi1, self.phi2 = self.p.phi1, self.p.phi2
@@ -102,10 +120,17 @@ class RefStream:
         if seen and t <= self.last_t:
             return [math.nan] * L.NO, self.band, L.STALE_ORDER
         flags = 0
-        if seen and t - self.last_t > p.gap_s:
-            flags |= L.GAP
-        if seen and t - self.last_t > p.reset_s:
-            self._restart()
+        gap = p.gap_s
+        if seen:
+            dt = t - self.last_t
+            if not math.isnan(self.cad):
+                gap = max(gap, GAP_CADENCES * self.cad)
+            self.cad = next_cadence(self.cad, dt)
+            if dt > gap:
+                flags |= L.GAP
+            if dt > p.reset_s:
+                self._restart()
+        dense = self.cad <= p.dense_s
         if seen and x == self.last_x:
             self.flat_n += 1
         else:
@@ -115,15 +140,28 @@ class RefStream:
         window = [v for _, v, _ in self.ring][-p.median_w:]
         med = median(window) if window else math.nan
         artifact = False
-        if window and not flat and p.hampel and len(window) >= max(3, p.median_w // 2):
+        if (window and not flat and (p.hampel or dense)
+                and len(window) >= max(3, p.median_w // 2)):
             mad = median([abs(v - med) for v in window])
             artifact = abs(x - med) > p.hampel_k * max(1.4826 * mad, p.mad_floor)
+        max_art = p.max_artifact_run
         if not flat and not artifact and self.n > 0 and not math.isinf(p.max_rate):
-            dto = t - self.ok_t
-            artifact = 0.0 < dto <= p.gap_s and abs(x - self.ok_x) / dto > p.max_rate
+            ref_t, ref_x = self.ok_t, self.ok_x
+            if p.rate_span_s > 0:
+                if t - ref_t < 0.5 * p.rate_span_s:
+                    older = [(rt, rx) for rt, rx, ok in self.ring
+                             if ok and rt <= t - p.rate_span_s]
+                    if older:
+                        ref_t, ref_x = older[-1]
+                if not math.isnan(self.cad):
+                    max_art = max(max_art, int(p.rate_span_s / self.cad + 0.5))
+            dto = t - ref_t
+            artifact = 0.0 < dto <= gap and abs(x - ref_x) / dto > p.max_rate
         self.art_run = self.art_run + 1 if artifact else 0
-        if artifact and self.art_run > p.max_artifact_run:
+        if artifact and self.art_run > max_art:
             artifact, self.art_run = False, 0
+        if dense and p.zero_artifact and x == 0.0 and not flat:
+            artifact = True
 
         z = math.nan
         if self.n >= WARMUP_N:
@@ -188,7 +226,10 @@ class RefStream:
         p = self.p
         b = math.floor(t / p.grid_s)
         y_new = self.fast
-        if self.ngrid == 0 or b - self.bucket > MAX_FILL:
+        fill = MAX_FILL
+        if not math.isnan(self.cad):
+            fill = max(fill, math.ceil(FILL_CADENCES * self.cad / p.grid_s))
+        if self.ngrid == 0 or b - self.bucket > fill:
             self.ngrid, self.bucket, self.y, self.d1, self.d2 = 1, b, y_new, 0.0, 0.0
             self.grid_t = t
             self.hist.clear()
@@ -224,7 +265,10 @@ class RefStream:
         self.ngrid += 1
         self.bucket = b
         self.hist.append(y_new)
-        h = list(self.hist)[-p.slope_n:]
+        n = p.slope_n
+        if not math.isnan(self.cad):
+            n = max(n, math.ceil(SLOPE_CADENCES * self.cad / p.grid_s) + 1)
+        h = list(self.hist)[-min(n, L.GHIST):]
         if len(h) >= 3:
             pairs = [(i, j) for i in range(len(h)) for j in range(i + 1, len(h))]
             self.slope = median([(h[j] - h[i]) / ((j - i) * p.grid_s) * 60.0 for i, j in pairs])

@@ -48,7 +48,16 @@ class MetricParams:
     # visible in a few. 0: ARIMA only.
     trend_s: float = 0.0
     trend_tau: float = 1.0
-    slope_n: int = 6  # grid points in the robust slope (and trend): its window
+    slope_n: int = 6  # grid points in the robust slope (and trend): its window, at least
+    # Cadence: each stream estimates its own sampling interval. A stream sampled every
+    # dense_s or more often is dense: Hampel runs on it even when ``hampel`` is off (an
+    # arterial line, not a cuff). zero_artifact: a dense reading of exactly 0 is the
+    # transducer open to air (zeroing), never the patient. rate_span_s: the rate-of-change
+    # test measures over at least this long, and asks a jump to persist as long before
+    # it is believed, so a 1-min CGM's noise is not a rate.
+    dense_s: float = 0.0
+    zero_artifact: bool = False
+    rate_span_s: float = 0.0
 
     @property
     def horizon_s(self) -> float:
@@ -59,10 +68,11 @@ NAN = math.nan
 INF = math.inf
 
 _BP = dict(
-    tau_s=3600.0, roll_s=3600.0, median_w=5, hampel=False, hampel_k=3.5, mad_floor=5.0,
-    max_rate=INF, max_artifact_run=1, flat_s=3 * 3600.0, gap_s=1800.0, reset_s=6 * 3600.0,
+    tau_s=3600.0, roll_s=3600.0, median_w=15, hampel=False, hampel_k=3.5, mad_floor=5.0,
+    max_rate=INF, max_artifact_run=20, flat_s=3 * 3600.0, gap_s=1800.0, reset_s=6 * 3600.0,
     grid_s=900.0, horizon=1, forgetting=0.98, phi1=0.2, phi2=0.0, cusum_k=0.5,
     cusum_h=5.0, fast_tau_s=60.0, trend_s=1800.0, trend_tau=0.99, slope_n=4,
+    dense_s=30.0, zero_artifact=True,
 )
 
 PARAMS: dict[str, MetricParams] = {
@@ -75,20 +85,24 @@ PARAMS: dict[str, MetricParams] = {
         low=40.0, high=NAN, cusum_k=0.5, cusum_h=5.0, fast_tau_s=15.0, trend_s=900.0,
         trend_tau=0.7, slope_n=12,
     ),
-    # NIBP every 15 min: no Hampel (a real fall must not wait for 3 readings); one grid
+    # NIBP every 5-60 min: no Hampel (a real fall must not wait for 3 readings); one grid
     # step of 15 min is the horizon. SBP < 90 and MAP < 65 are the predicted crossings.
+    # An arterial line (a sample every 1-5 s) is dense: Hampel over its last 15 samples
+    # rejects flush spikes and short zeroings (a run of up to 7 s at 1 Hz); a reading of
+    # exactly 0 is the transducer zeroed, however long it lasts.
     "sbp": MetricParams(var_floor=25.0, low=90.0, high=220.0, **_BP),  # type: ignore[arg-type]
     "dbp": MetricParams(var_floor=16.0, low=NAN, high=NAN, **_BP),  # type: ignore[arg-type]
     "map": MetricParams(var_floor=16.0, low=65.0, high=NAN, **_BP),  # type: ignore[arg-type]
-    # CGM every 5 min. Glucose cannot physically change faster than ~4-5 mg/dL/min;
-    # faster drops are compression lows, rejected unless the next reading confirms.
+    # CGM every 1, 5 or 15 min. Glucose cannot physically change faster than ~4-5
+    # mg/dL/min; faster drops are compression lows, rejected unless a reading at least
+    # 5 min later confirms them (the rate is measured over 5 min or more).
     # Horizon 30 min on a 5-min grid, with a momentum prior.
     "glucose": MetricParams(
         tau_s=1800.0, var_floor=25.0, roll_s=1800.0, median_w=5, hampel=False, hampel_k=3.5,
         mad_floor=10.0, max_rate=5.0 / 60.0, max_artifact_run=1, flat_s=3600.0, gap_s=1200.0,
         reset_s=4 * 3600.0, grid_s=300.0, horizon=6, forgetting=0.98, phi1=0.5, phi2=0.0,
         low=70.0, high=250.0, cusum_k=0.5, cusum_h=5.0, fast_tau_s=60.0, trend_s=1800.0,
-        trend_tau=0.7,
+        trend_tau=0.7, rate_span_s=300.0,
     ),
 }
 
