@@ -30,7 +30,8 @@ Definitions (from the issue that asked for this evaluation):
   starts one; later firings within 30 min of the previous belong to it (a prediction, its
   value alarm and a re-sounding are one episode for a nurse).
 * **false alarm**: an episode none of whose firings lies in an event's detection window
-  or during an event; **precision** = true episodes / all episodes.
+  or during an event; **precision** = true episodes / all episodes; a **near miss** is a
+  false alarm after which glucose fell below 80 mg/dL within the hour.
 * **patient-days**: time covered by readings (gaps over 1 h are not counted).
 """
 
@@ -62,12 +63,13 @@ BEFORE_S = 3600.0  # an alarm up to 60 min before the onset detects the event
 AFTER_S = 900.0  # ... and up to 15 min after it
 LEAD_S = 900.0  # sens15: warned at least this far ahead
 EPISODE_S = 1800.0  # firings this close belong to one episode
+NEAR_MGDL = 10.0  # a false alarm after which glucose came below 80 within the hour
 GAP_S = 3600.0  # longer gaps are not patient time
 LOW_CODES = ("glucose.low.",)
 PREDICTED = "glucose.low.predicted"
 DEFAULT_WINDOW_MIN = next(lv.threshold for r in DEFAULT_RULES for lv in r.levels
                           if lv.code == PREDICTED)
-SWEEP_MIN = (10.0, 15.0, 20.0, 25.0, 30.0, 40.0)  # the trade-off curve
+SWEEP_MIN = (10.0, 15.0, 20.0, 25.0, 30.0)  # the trade-off curve (predictions reach 30 min)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +299,7 @@ class Tally:
     leads2: list[float | None] = field(default_factory=list)  # level-2 events
     episodes: int = 0
     false: int = 0
+    near_misses: int = 0  # false episodes after which glucose came within 10 of 70 in 1 h
     firings: int = 0
     burden: int = 0  # wardwatch: every glucose firing, low or not
     days: float = 0.0
@@ -327,7 +330,11 @@ def score(rec: Recording, evs: list[Event], firings: list[float], tally: Tally) 
         tally.episodes += 1
         true = any(e.onset - BEFORE_S <= x <= max(e.onset + AFTER_S, e.end)
                    for x in ep for e in evs)
-        tally.false += not true
+        if not true:
+            tally.false += 1
+            hour = (rec.t >= ep[0]) & (rec.t <= ep[0] + BEFORE_S)
+            if hour.any() and float(rec.v[hour].min()) < EVENT_MGDL + NEAR_MGDL:
+                tally.near_misses += 1
 
 
 def summary(tally: Tally) -> dict[str, Any]:
@@ -348,6 +355,7 @@ def summary(tally: Tally) -> dict[str, Any]:
         "episodes_per_patient_day": tally.episodes / days,
         "alarms_per_event": tally.firings / n if n else None,
         "precision": (tally.episodes - tally.false) / tally.episodes if tally.episodes else None,
+        "near_miss_share": tally.near_misses / tally.false if tally.false else None,
         "all_glucose_alarms_per_patient_day": tally.burden / days if tally.burden else None,
         "leads_min": leads,
     }
@@ -423,8 +431,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                   f"acknowledges after {res['ack_after_s']:g} s", "",
                   "| detector | events (level 2) | sensitivity | sens15 | median lead (min) | "
                   "10th pct lead (min) | false alarms / patient-day | precision | "
-                  "alarms / event |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "alarms / event | near misses |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, d in det.items():
             lines.append(
                 f"| {name} | {d['events']} ({d['level2_events']}) | "
@@ -432,7 +440,11 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                 f"{_fmt(d['sens15'], '.2f')} | {_fmt(d['lead_median_min'], '.1f')} | "
                 f"{_fmt(d['lead_p10_min'], '.1f')} | "
                 f"{d['false_alarms_per_patient_day']:.2f} | {_fmt(d['precision'], '.2f')} | "
-                f"{_fmt(d['alarms_per_event'], '.2f')} |")
+                f"{_fmt(d['alarms_per_event'], '.2f')} | "
+                f"{_fmt(d['near_miss_share'], '.0%')} |")
+        lines += ["", "*Near misses*: the share of false alarms after which glucose fell below "
+                  f"{EVENT_MGDL + NEAR_MGDL:g} mg/dL within the hour (an event averted, or "
+                  "one reading short of the definition)."]
         curve = res.get("curve", [])
         if curve and "wardwatch" in det:
             lines += ["", f"wardwatch over its main setting, the `{PREDICTED}` window "

@@ -109,3 +109,17 @@ def test_score_gives_the_same_outputs_for_epoch_and_rfc3339(tmp_path: Path) -> N
     # a 15-min stream gets forecasts (a stream read 1,000x too fast got none)
     assert sum(1 for _, fc, _ in outs[0] if fc) > n * 0.9
     assert any(a for _, _, a in outs[0])
+
+
+def test_replay_reads_streams_csv_times_the_same_way(tmp_path: Path) -> None:
+    from simulators.publish import csv_rows
+
+    src = tmp_path / "streams.csv"
+    src.write_text("ward,bed,metric,timestamp,value\n"
+                   "4A,1,hr,2025-11-23T01:00:00+01:00,80\n"
+                   "4A,1,hr,1763856005000,81\n"
+                   "4A,1,hr,1763856010.5,82\n")
+    assert [r[3] for r in csv_rows(src)] == [T0, T0 + 5.0, T0 + 10.5]
+    src.write_text("ward,bed,metric,timestamp,value\n4A,1,hr,yesterday,80\n")
+    with pytest.raises(ValueError, match=r"streams\.csv:2"):
+        csv_rows(src)
