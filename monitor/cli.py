@@ -269,8 +269,6 @@ def _publish(url: str, rows: list[Any], speed: float, *, retime: bool) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
 
     from rich.progress import Progress
 
@@ -287,18 +285,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate(cohort(args.patients, seed=args.seed, days=args.days, mix=mix),
                           ack_after=args.ack_after, progress=lambda: progress.advance(task))
     result["seed"] = args.seed
-    text = markdown(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    if args.report:
-        from simulators.report import plots
+    from simulators.report import plots
 
-        report = Path(args.report)
-        pngs = plots(result, report.parent, report.stem)
-        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
-        report.write_text(text)
-    print(text)
-    return 0
+    return _write_evaluation(args, result, markdown(result),
+                             lambda out, stem: plots(result, out, stem))
 
 
 def _seed(text: str) -> int:
@@ -333,7 +323,6 @@ def _duration(text: str) -> float:
 
 
 def _evaluate_cgm(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from rich.progress import Progress
@@ -352,15 +341,24 @@ def _evaluate_cgm(args: argparse.Namespace) -> int:
         result = evaluate_recordings(recs, ack_after=args.ack_after,
                                      progress=lambda: progress.advance(task))
     result["set"] = label
+    from simulators.report import cgm_plots
+
     results = {label: result}
-    text = markdown(results)
+    return _write_evaluation(args, result, markdown(results),
+                             lambda out, stem: cgm_plots(results, out, stem))
+
+
+def _write_evaluation(args: argparse.Namespace, result: dict[str, Any], text: str,
+                      plot: Any) -> int:
+    """``--json`` and ``--report`` (the Markdown with ``plot(folder, stem)``'s PNGs)."""
+    import json
+    from pathlib import Path
+
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.report:
-        from simulators.report import cgm_plots
-
         report = Path(args.report)
-        pngs = cgm_plots(results, report.parent, report.stem)
+        pngs = plot(report.parent, report.stem)
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
         report.write_text(text)
     print(text)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from monitor.errors import WardwatchError
 from monitor.lifecycle import AlarmEngine
@@ -36,6 +38,23 @@ class ScoreSummary:
     seconds: float
 
 
+def read_series(src: Path) -> tuple[Any, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """A ``timestamp,value`` CSV (gzipped if it ends in ``.gz``): the frame as text, epoch
+    seconds and values (NaN where a cell cannot be read). Raises :class:`WardwatchError`."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(src, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise WardwatchError(f"cannot read {src}: {exc}") from exc
+    missing = {"timestamp", "value"} - set(frame.columns)
+    if missing:
+        raise WardwatchError(f"{src}: missing column(s) {', '.join(sorted(missing))}")
+    t = parse_column(frame["timestamp"])
+    v = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
+    return frame, t, v
+
+
 def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
               ack_after: float = 120.0) -> ScoreSummary:
     """Score ``src`` as ``metric`` and write the contract's columns to ``dst``.
@@ -48,15 +67,7 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
     import pandas as pd
 
     started = time.perf_counter()
-    try:
-        frame = pd.read_csv(src, dtype={"timestamp": str, "value": str}, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise WardwatchError(f"cannot read {src}: {exc}") from exc
-    missing = {"timestamp", "value"} - set(frame.columns)
-    if missing:
-        raise WardwatchError(f"{src}: missing column(s) {', '.join(sorted(missing))}")
-    t = parse_column(frame["timestamp"])
-    v = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
+    frame, t, v = read_series(src)
     if metric == "generic":
         mid = GENERIC
         if unit:

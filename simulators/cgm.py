@@ -37,7 +37,6 @@ Definitions (from the issue that asked for this evaluation):
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,9 +49,9 @@ import numpy.typing as npt
 from monitor.config import AlarmSettings
 from monitor.errors import WardwatchError
 from monitor.lifecycle import AlarmEngine
+from monitor.offline import read_series
 from monitor.ruleset import DEFAULT_RULES, RuleSet, parse_overrides
 from monitor.scoring import Scorer
-from monitor.timestamps import parse_column
 from monitor.vitals import METRIC_IDS
 
 F64 = npt.NDArray[np.float64]
@@ -90,23 +89,6 @@ class Event:
     onset: float
     end: float
     level2: bool
-
-
-def _read(path: Path) -> tuple[F64, F64]:
-    import pandas as pd
-
-    try:
-        opener: Any = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt") as fh:
-            frame = pd.read_csv(fh, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise WardwatchError(f"cannot read {path}: {exc}") from exc
-    missing = {"timestamp", "value"} - set(frame.columns)
-    if missing:
-        raise WardwatchError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    t = parse_column(frame["timestamp"])
-    v = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
-    return t, v
 
 
 def subsample(t: F64, v: F64, cadence_s: float) -> tuple[F64, F64]:
@@ -147,7 +129,7 @@ def load(folder: Path, cadence_s: float | None = None) -> list[Recording]:
         raise WardwatchError(f"{folder}: no *.csv or *.csv.gz recordings")
     out = []
     for p in files:
-        t, v = _read(p)
+        _, t, v = read_series(p)
         rec = recording(p.name.split(".csv")[0], t, v, cadence_s)
         if rec.t.size >= 2:
             out.append(rec)
