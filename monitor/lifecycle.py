@@ -29,13 +29,12 @@ observation time as the clock, so whole days replay in seconds with the same res
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from monitor.alarms import AlarmEvent, alarm_id
+from monitor.alarms import AckError, AckResult, AlarmEvent, AuditEntry, GroupState, alarm_id
 from monitor.config import AlarmSettings
 from monitor.errors import ConfigError
 from monitor.ruleset import (
@@ -56,72 +55,6 @@ GroupKey = tuple[str, str, str]  # ward, bed, rule name
 BedKey = tuple[str, str]
 
 SYSTEM_WARD = "_system"  # ward of the pipeline's own alarms (not a valid ward name on the wire)
-@dataclass
-class GroupState:
-    """One (bed, rule): when each level's condition began, and its active alarm."""
-
-    onset: dict[str, float] = field(default_factory=dict)  # code → observation time
-    alarm: AlarmEvent | None = None  # the last event published for the active alarm
-    fired_at: float = 0.0  # clock when it fired or last sounded again (escalation timer)
-    snooze_until: float | None = None  # acknowledged: clock when it sounds again
-    acked_by: str | None = None
-    ack_action: str | None = None  # ack | snooze
-    latched: bool = False  # condition gone, kept until acknowledged (high priority)
-    escalated: bool = False
-    last_t: float = -math.inf  # newest observation time fed
-    detail: str = ""  # what the newest sample said, for messages
-
-    @property
-    def idle(self) -> bool:
-        return self.alarm is None and not self.onset
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["last_t"] = None if self.last_t == -math.inf else self.last_t
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> GroupState:
-        alarm = d.get("alarm")
-        return cls(
-            onset={str(k): float(v) for k, v in d.get("onset", {}).items()},
-            alarm=AlarmEvent(**alarm) if alarm else None,
-            fired_at=float(d.get("fired_at", 0.0)),
-            snooze_until=d.get("snooze_until"),
-            acked_by=d.get("acked_by"),
-            ack_action=d.get("ack_action"),
-            latched=bool(d.get("latched", False)),
-            escalated=bool(d.get("escalated", False)),
-            last_t=-math.inf if d.get("last_t") is None else float(d["last_t"]),
-            detail=str(d.get("detail", "")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One line of the audit log: who did what to which alarm, when and why."""
-
-    clock: float
-    ward: str
-    bed: str
-    alarm_id: str
-    code: str
-    priority: str
-    action: str  # firing | acknowledged | snoozed | escalated | resolved | latched |
-    #              sounded_again | admitted | discharged | rejected
-    by: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class AckResult:
-    events: list[AlarmEvent]
-    error: str | None = None
-
-
-class AckError(ValueError):
-    """An acknowledgement that cannot be applied (unknown alarm, bad request)."""
-
 
 class AlarmEngine:
     """Every (bed, rule) state machine, fed by scored batches, acks and a clock tick.

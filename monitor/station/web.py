@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
+from monitor.alarms import GroupState
 from monitor.alarmstore import AlarmStore
-from monitor.lifecycle import GroupState
 from monitor.pipeline import Processor
 from monitor.rules import RULES
 from monitor.station.auth import Accounts, Session
