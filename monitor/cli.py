@@ -11,7 +11,6 @@ from typing import Any
 
 from monitor.config import Settings, load
 from monitor.errors import WardwatchError
-from simulators.seeds import REPORTING_SEED
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -49,6 +48,8 @@ async def _run_until_signalled(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from simulators.seeds import REPORTING_SEED  # a constant; the simulators load lazily
+
     parser = argparse.ArgumentParser(
         prog="wardwatch", description="Bedside vital-sign monitoring and early warning."
     )
@@ -269,7 +270,6 @@ def _publish(url: str, rows: list[Any], speed: float, *, retime: bool) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-
     from rich.progress import Progress
 
     from simulators.evaluate import evaluate, markdown

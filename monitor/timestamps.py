@@ -34,12 +34,17 @@ MS_FROM = 1e11  # numbers at or above this are epoch milliseconds
 
 
 class TimestampError(ValueError):
-    """A timestamp that cannot be read; the message says why."""
+    """A timestamp that cannot be read; the message says why, ``reason`` is the wire's
+    rejection reason (``non_finite`` or ``bad_timestamp``)."""
+
+    def __init__(self, message: str, reason: str = "bad_timestamp") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _number(x: float) -> float:
     if not math.isfinite(x):
-        raise TimestampError("timestamp is not a finite number")
+        raise TimestampError("timestamp is not a finite number", "non_finite")
     return x / 1000.0 if abs(x) >= MS_FROM else x
 
 
@@ -56,7 +61,7 @@ def parse(raw: object, *, file: bool = False) -> float:
         try:
             return _number(float(raw))
         except OverflowError as exc:
-            raise TimestampError("timestamp is not a finite number") from exc
+            raise TimestampError("timestamp is not a finite number", "non_finite") from exc
     if not isinstance(raw, str):
         raise TimestampError("timestamp is not a number or a string")
     text = raw.strip()

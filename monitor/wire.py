@@ -149,8 +149,7 @@ def _parse_time(raw: object) -> float | Rejection:
     try:
         return parse_timestamp(raw)
     except TimestampError as exc:
-        reason = "non_finite" if "finite" in str(exc) else "bad_timestamp"
-        return Rejection(reason, str(exc))
+        return Rejection(exc.reason, str(exc))
 
 
 def decode(topic: str, payload: bytes, now: float, limits: Limits | None = None) -> Decoded:

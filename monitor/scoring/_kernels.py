@@ -104,11 +104,10 @@ from monitor.scoring._layout import (
     P_TAU,
     P_VAR_FLOOR,
     P_ZERO_ART,
-    RING,
     STALE_ORDER,
     WARMUP,
 )
-from monitor.scoring._window import ring_add, sw_mad, sw_median
+from monitor.scoring._window import MASK, ring_add, sw_mad, sw_median
 
 __all__ = ["SCRATCH_N", "WARMUP_N", "in_order", "score_batch", "score_batch_parallel",
            "surprise_score"]
@@ -150,7 +149,7 @@ def ring_before(s, t0, ref_t, ref_x, ist, rt, rx, rok):  # type: ignore[no-untyp
     """The newest accepted (t, x) of the ring at or before ``t0``; (ref_t, ref_x) if none."""
     head = ist[s, I_HEAD]
     for j in range(1, ist[s, I_LEN] + 1):
-        k = (head - j) & (RING - 1)
+        k = (head - j) & MASK
         if rok[s, k] and rt[s, k] <= t0:
             return rt[s, k], rx[s, k]
     return ref_t, ref_x
