@@ -1,8 +1,11 @@
 """Alarm state, admissions and the audit log in SQLite, so a restart changes nothing.
 
 ``alarm_state`` holds one row per (bed, rule) whose machine is not idle: its pending
-conditions and active alarm, with ack, snooze, latch and escalation. ``audit`` is
-append-only: every firing, acknowledgement, snooze, escalation, resolution, admission
+conditions and active alarm, with ack, snooze, latch and escalation. ``outbox``
+holds every alarm event, written in the same transaction as the state change that
+made it; the daemon's relay publishes unsent rows in order and marks them sent once
+the broker has acknowledged them, so a crash between the two re-sends, never loses.
+``audit`` is append-only: every firing, acknowledgement, snooze, escalation, resolution, admission
 and refused request, with who, when (wall clock) and why. The alarm burden is a query
 over it.
 """
@@ -36,6 +39,11 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_clock ON audit (clock);
 CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, sent REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent IS NULL;
 """
 
 
@@ -65,9 +73,14 @@ class AlarmStore:
         return {(w, b): orjson.loads(a) for w, b, a in rows}
 
     def save(self, changed: Mapping[tuple[str, str, str], dict[str, Any] | None],
-             audit: Iterable[Any]) -> None:
-        """Upsert (or delete, for None: idle again) machine states; append audit lines."""
+             audit: Iterable[Any], outbox: Iterable[tuple[str, str]] = ()) -> None:
+        """Upsert (or delete, for None: idle again) machine states; append audit lines
+        and the events to publish, (topic, payload): one transaction."""
         with self._db:
+            now = time.time()
+            self._db.executemany(
+                "INSERT INTO outbox (created, topic, payload) VALUES (?, ?, ?)",
+                [(now, topic, payload) for topic, payload in outbox])
             for (ward, bed, rule), state in changed.items():
                 if state is None:
                     self._db.execute(
@@ -82,6 +95,21 @@ class AlarmStore:
                 " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(a.clock, a.ward, a.bed, a.alarm_id, a.code, a.priority, a.action, a.by,
                   a.detail) for a in audit])
+
+    def unsent(self, limit: int = 500) -> list[tuple[int, str, str]]:
+        """The oldest events not yet acknowledged by the broker: (seq, topic, payload)."""
+        return self._db.execute(
+            "SELECT seq, topic, payload FROM outbox WHERE sent IS NULL ORDER BY seq LIMIT ?",
+            (limit,)).fetchall()
+
+    def mark_sent(self, upto: int, keep_s: float = 86_400.0) -> None:
+        """Every event up to ``upto`` was published; forget those sent over ``keep_s`` ago."""
+        now = time.time()
+        with self._db:
+            self._db.execute("UPDATE outbox SET sent = ? WHERE seq <= ? AND sent IS NULL",
+                             (now, upto))
+            self._db.execute("DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ?",
+                             (now - keep_s,))
 
     def set_admission(self, ward: str, bed: str, admission: dict[str, Any] | None) -> None:
         with self._db:

@@ -20,8 +20,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
 
 from monitor.alarmstore import AlarmStore
+from monitor.clock import SteadyClock
 from monitor.config import Settings
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, SinkError
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.mqtt import client_args
@@ -47,10 +48,16 @@ def _payload_bytes(payload: Any) -> bytes:
 class Daemon:
     """One wardwatch process. ``await Daemon(settings).run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
+                 clock: SteadyClock | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        # timers, ages and receipt times: wall time that a step of the system clock
+        # does not move (see monitor.clock)
+        self.clock = clock if clock is not None else SteadyClock()
+        self.metrics.views.clock = self.clock
+        self.metrics.views.clock_step = self.clock.offset
         store = Path(settings.store.dir).expanduser()
         self.alarm_store = AlarmStore(store / "alarms.db")
         engine = AlarmEngine(RuleSet(settings.rules), settings.alarms, store=self.alarm_store,
@@ -68,13 +75,25 @@ class Daemon:
             batch_size=settings.influx.batch_size,
             flush_interval_s=settings.influx.flush_interval_s,
         )
-        pub_args = client_args(
+        # Alarm events: written to the alarm store's outbox with their state change,
+        # published from there by the relay over a connection of their own.
+        self.alerts = MqttPublisher(client_args(
             settings.mqtt.url, identifier=f"{settings.mqtt.client_id}-pub",
             ca_file=settings.mqtt.ca_file, keepalive=settings.mqtt.keepalive,
-        )
-        self.publisher = SpooledWriter(
-            MqttPublisher(pub_args, max_in_flight=settings.mqtt.max_in_flight),
-            self.spool, self.metrics, batch_size=500, flush_interval_s=0.05,
+        ), max_in_flight=settings.mqtt.max_in_flight, name="alerts")
+        self._outbox_ready = asyncio.Event()
+        self._relay_stopping = asyncio.Event()
+        self._relay_stop = False
+        self._relay_stuck_since: float | None = None  # monotonic
+        # Dead letters: aggregated (monitor.deadletters), on their own bounded queue and
+        # connection, so a flood of bad input never delays an alarm.
+        self.spool.adopt("mqtt", "deadletter")  # what an earlier version spooled
+        self.deadletters = SpooledWriter(
+            MqttPublisher(client_args(
+                settings.mqtt.url, identifier=f"{settings.mqtt.client_id}-dead",
+                ca_file=settings.mqtt.ca_file, keepalive=settings.mqtt.keepalive,
+            ), max_in_flight=settings.mqtt.max_in_flight, name="deadletter"),
+            self.spool, self.metrics, batch_size=500, flush_interval_s=0.2, queue_size=64,
         )
         self.metrics_port: int | None = None
         self.http_port: int | None = None
@@ -134,11 +153,11 @@ class Daemon:
         pending = client._queue
         while not pending.empty():
             msg = pending.get_nowait()
-            await self.raw.put((str(msg.topic), _payload_bytes(msg.payload), time.time()))
+            await self.raw.put((str(msg.topic), _payload_bytes(msg.payload), self.clock()))
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
-            await self.raw.put((str(msg.topic), _payload_bytes(msg.payload), time.time()))
+            await self.raw.put((str(msg.topic), _payload_bytes(msg.payload), self.clock()))
 
     async def _process(self) -> None:
         batch_max = self.settings.ingest.batch_max
@@ -157,21 +176,67 @@ class Daemon:
                     last = True
                     break
                 items.append(nxt)
-            await self._deliver(self.processor.process(items))
+            try:
+                out = self.processor.process(items)
+            except Exception as exc:  # a bug: isolate the message, never stop watching
+                out = self.processor.fail_batch(items, exc)
+            await self._deliver(out)
             if last:
                 return
 
     async def _deliver(self, out: Output) -> None:
-        if out.mqtt:
-            await self.publisher.put(out.mqtt)
+        if out.alerts:
+            self._outbox_ready.set()  # already in the outbox: wake the relay
         if out.history:
             await self.history.put(out.history)
+        if out.dead:
+            self.deadletters.offer(out.dead)
+
+    async def _relay(self) -> None:
+        """Publish the alarm store's outbox in order; rows are marked sent only after
+        the broker acknowledged them (at least once, and at most once more after a
+        crash). Unsent rows wait on disk for the broker, or for the next start."""
+        store, sink, m = self.alarm_store, self.alerts, self.metrics
+        backoff = 0.0
+        try:
+            while True:
+                self._outbox_ready.clear()
+                rows = store.unsent(500)
+                if not rows:
+                    if self._relay_stop:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._outbox_ready.wait(), 1.0)
+                    continue
+                try:
+                    await sink.write([[topic, payload, 1] for _, topic, payload in rows])
+                except SinkError as exc:
+                    if self._relay_stuck_since is None:
+                        self._relay_stuck_since = time.monotonic()
+                    m.failures.labels(sink.name).inc()
+                    backoff = min(30.0, max(0.5, backoff * 2))
+                    log.warning("alarm events not delivered (%s); %d+ wait in the outbox, "
+                                "retry in %.1f s", exc, len(rows), backoff)
+                    if self._relay_stop:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._relay_stopping.wait(), backoff)
+                    continue
+                store.mark_sent(rows[-1][0])
+                self._relay_stuck_since = None
+                m.delivered.labels(sink.name).inc(len(rows))
+                backoff = 0.0
+        finally:
+            await sink.close()
 
     def self_check(self) -> dict[str, float]:
         """The pipeline's own health, as the signals of the ``system.*`` alarm rules."""
+        stuck = self._relay_stuck_since
+        waiting = 0.0 if stuck is None else time.monotonic() - stuck
         return {
             "history": float(self.spool.depth(self.history.sink.name)),
-            "mqtt": float(self.spool.depth(self.publisher.sink.name)),
+            # seconds the relay has been failing to hand alarm events to the broker
+            "mqtt": waiting,
             "ingest": self.raw.qsize() / max(1, self.raw.maxsize),
         }
 
@@ -181,17 +246,22 @@ class Daemon:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
+            now = self.clock()
             try:
-                out = self.processor.tick(time.time(), self.self_check())
-            except Exception:  # a bug here must not stop ingest; it is loud instead
-                log.exception("alarm clock tick failed")
-                self.metrics.tick_errors.inc()
-                continue
+                out = self.processor.tick(now, self.self_check())
+            except Exception as exc:  # a bug here must not stop ingest; it is loud instead
+                self.processor.internal_error("clock", exc, now, "alarm clock tick")
+                out = Output(dead=self.processor.dead.drain(now))
             await self._deliver(out)
 
     async def acknowledge(self, ward: str, bed: str, request: dict[str, Any]) -> str | None:
         """Acknowledge or snooze an alarm (the station page); returns an error or None."""
-        out, error = self.processor.acknowledge(ward, bed, request, time.time())
+        now = self.clock()
+        try:
+            out, error = self.processor.acknowledge(ward, bed, request, now)
+        except Exception as exc:
+            self.processor.internal_error("ack", exc, now, f"station ack on {ward}/{bed}")
+            return "internal error: the acknowledgement was not recorded; see the log"
         await self._deliver(out)
         return error
 
@@ -238,11 +308,14 @@ class Daemon:
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
         log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
         runner = await self._start_http()
+        # what the configuration no longer raises (disabled rules, removed wards)
+        await self._deliver(self.processor.reconcile(self.clock()))
         async with asyncio.TaskGroup() as tg:
             writers = [
                 tg.create_task(self.history.run(), name="sink:history"),
-                tg.create_task(self.publisher.run(), name="sink:mqtt"),
+                tg.create_task(self.deadletters.run(), name="sink:deadletter"),
             ]
+            relay = tg.create_task(self._relay(), name="alarms:relay")
             processor = tg.create_task(self._process(), name="processor")
             halt_intake = asyncio.Event()
             clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
@@ -255,8 +328,13 @@ class Daemon:
             await clock
             await self.raw.put(None)
             await processor
+            self.deadletters.offer(self.processor.dead.flush(self.clock()))
+            self._relay_stop = True
+            self._relay_stopping.set()
+            self._outbox_ready.set()
+            await relay
             await self.history.close()
-            await self.publisher.close()
+            await self.deadletters.close()
             await asyncio.gather(*writers)
         if runner is not None:
             await runner.cleanup()

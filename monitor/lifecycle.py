@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -82,6 +82,9 @@ class AlarmEngine:
         self.audit: list[AuditEntry] = []  # not yet persisted
         self.dirty: set[GroupKey] = set()
         self.on_fire = on_fire
+        # (stage, ward, bed, error, what): exceptions caught per bed, for the caller to
+        # count and dead-letter; the other beds went on
+        self.faults: list[tuple[str, str, str, str, str]] = []
         self.signals = Signals(self)
         self.store = store
         if store is not None:
@@ -107,19 +110,28 @@ class AlarmEngine:
         log.info("alarm state restored: %d active alarms, %d pending conditions",
                  len(self.by_id), len(self.groups) - len(self.by_id))
 
-    def flush(self) -> None:
-        """Persist what changed since the last flush (one transaction)."""
+    def flush(self, events: Sequence[AlarmEvent] = ()) -> None:
+        """Persist what changed since the last flush and the events it made: one
+        transaction, so an event is published (by the store's outbox) iff its state
+        change was kept."""
         if self.store is None:
             self.audit.clear()
             self.dirty.clear()
             return
-        if not self.dirty and not self.audit:
+        if not self.dirty and not self.audit and not events:
             return
         changed = {k: (None if (g := self.groups.get(k)) is None else g.to_json())
                    for k in self.dirty}
-        self.store.save(changed, self.audit)
+        self.store.save(changed, self.audit,
+                        [(ev.topic, ev.to_json().decode()) for ev in events])
         self.audit.clear()
         self.dirty.clear()
+
+    def fault(self, stage: str, ward: str, bed: str, exc: BaseException, what: str) -> None:
+        """A bug met on one bed: logged with its traceback, kept for the caller."""
+        log.error("internal error in %s on %s/%s (%s); that bed's input is dead-lettered, "
+                  "the others go on", stage, ward, bed, what, exc_info=exc)
+        self.faults.append((stage, ward, bed, f"{type(exc).__name__}: {exc}"[:500], what))
 
     # -- the state machine ---------------------------------------------------------
     def _state(self, key: GroupKey) -> GroupState:
@@ -319,7 +331,10 @@ class AlarmEngine:
         events: list[AlarmEvent] = []
         for key, gs in list(self.groups.items()):
             if gs.alarm is not None:
-                events += self._timers(key, gs, clock)
+                try:
+                    events += self._timers(key, gs, clock)
+                except Exception as exc:
+                    self.fault("clock", key[0], key[1], exc, f"timers of {key[2]}")
         if streams is not None:
             events += self.signals.stale(clock, streams)
         for source, x in (system or {}).items():
@@ -421,16 +436,50 @@ class AlarmEngine:
             self.store.set_admission(ward, bed, None)
         return events
 
+    def reconcile(self, clock: float) -> list[AlarmEvent]:
+        """Resolve what the configuration no longer raises (start-up, after a change).
+
+        An alarm of a rule or level that was disabled or removed, or of a ward that is
+        gone from the rules, would otherwise stay active for ever: no sample feeds a rule
+        that is not in force. Pending conditions of such rules are dropped.
+        """
+        events: list[AlarmEvent] = []
+        for key in list(self.groups):
+            why = self._out_of_force(key)
+            if why is not None:
+                events += self.retire(key, clock, why)
+        return events
+
+    def _out_of_force(self, key: GroupKey) -> str | None:
+        ward, bed, name = key
+        rules = self.rules.default if ward == SYSTEM_WARD else self.rules.for_bed(ward, bed)
+        rule = rules.by_name.get(name)
+        if rule is None:
+            return f"rule {name} is no longer in force for this bed (configuration changed)"
+        gs = self.groups[key]
+        on = {lv.code for lv in rule.levels if lv.on}
+        if gs.alarm is not None and gs.alarm.code not in on:
+            return f"level {gs.alarm.code} is disabled (configuration changed)"
+        return None
+
+    def retire(self, key: GroupKey, clock: float, why: str) -> list[AlarmEvent]:
+        """End one (bed, rule) machine whose rule is no longer in force."""
+        gs = self.groups.get(key)
+        if gs is None:
+            return []
+        events = []
+        if gs.alarm is not None:
+            events.append(self._resolve(key, gs, max(clock, gs.last_t), clock, gs.alarm.value,
+                                        why))
+        gs.onset.clear()
+        self.dirty.add(key)
+        self._drop_if_idle(key, gs)
+        return events
+
     def _end_alarms(self, ward: str, bed: str, clock: float, why: str) -> list[AlarmEvent]:
         events = []
         for key in [k for k in self.groups if k[:2] == (ward, bed)]:
-            gs = self.groups[key]
-            if gs.alarm is not None:
-                events.append(self._resolve(key, gs, max(clock, gs.last_t), clock,
-                                            gs.alarm.value, why))
-            gs.onset.clear()
-            self.dirty.add(key)
-            self._drop_if_idle(key, gs)
+            events += self.retire(key, clock, why)
         return events
 
     # -- views ---------------------------------------------------------------------

@@ -52,6 +52,8 @@ class LiveViews:
     spools: dict[str, Callable[[], int]] = field(default_factory=dict)
     active_alarms: Callable[[], Mapping[tuple[str, str], int]] = dict
     bed_last_seen: Callable[[], Iterable[tuple[str, str, float]]] = tuple
+    clock: Callable[[], float] = time.time  # the clock last-seen times are read on
+    clock_step: Callable[[], float] | None = None  # system clock minus ours (daemon only)
 
 
 class PipelineCollector(Collector):
@@ -82,13 +84,20 @@ class PipelineCollector(Collector):
         yield act
         age = GaugeMetricFamily(
             "wardwatch_bed_last_seen_age_seconds",
-            "Wall-clock seconds since the last sample from a bed",
+            "Seconds since the newest accepted sample from a bed (steady clock)",
             labels=["ward", "bed"],
         )
-        now = time.time()
+        now = self.views.clock()
         for ward, bed, seen in self.views.bed_last_seen():
             age.add_metric([ward, bed], max(0.0, now - seen))
         yield age
+        if self.views.clock_step is not None:
+            yield GaugeMetricFamily(
+                "wardwatch_clock_step_seconds",
+                "How far the system clock has stepped from wardwatch's steady clock since"
+                " start (timers ignore such steps)",
+                value=self.views.clock_step(),
+            )
         yield self.lag.family(
             "wardwatch_ingest_lag_seconds",
             "Receipt wall time minus observation time, per accepted sample",
@@ -136,9 +145,17 @@ class Metrics:
             ["kind", "outcome"],
             registry=registry,
         )
-        self.tick_errors = Counter(
-            "wardwatch_alarm_tick_errors",
-            "Failed runs of the alarm clock (escalation, stale streams, self-check)",
+        self.internal_errors = Counter(
+            "wardwatch_internal_errors",
+            "Unexpected exceptions caught by a stage (process, command, clock, ack, sink:*);"
+            " the daemon goes on and raises system.internal",
+            ["stage"],
+            registry=registry,
+        )
+        self.deadletters = Counter(
+            "wardwatch_deadletters",
+            "Dead letters: published in full, or only counted in a per-interval summary",
+            ["outcome"],
             registry=registry,
         )
         self.delivered = Counter(
@@ -171,6 +188,10 @@ class Metrics:
             self.observations.labels(outcome)
         for reason in REASONS:
             self.rejected.labels(reason)
+        for stage in ("process", "command", "clock", "ack"):
+            self.internal_errors.labels(stage)
+        for outcome in ("published", "summarised"):
+            self.deadletters.labels(outcome)
         self.lag = BulkHistogram()
         self.views = LiveViews()
         registry.register(PipelineCollector(self.views, self.lag))

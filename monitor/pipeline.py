@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from monitor.alarms import AlarmEvent
+from monitor.deadletters import DeadLetters
 from monitor.errors import ConfigError
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
@@ -25,16 +26,15 @@ from monitor.spool import Record
 from monitor.trends import MinuteTrends
 from monitor.vitals import METRIC_IDS, METRICS
 from monitor.wire import (
-    DEADLETTER_TOPIC,
     DEFAULT_LIMITS,
     OBS_PREFIX,
     Command,
     Limits,
     Rejection,
     control_kind,
-    deadletter_payload,
     decode,
     decode_command,
+    parse_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,24 @@ class RateLimitedLog:
 
 @dataclass
 class Output:
-    """What one micro-batch produced, for the sinks."""
+    """What one micro-batch produced, for the sinks.
+
+    ``alerts`` are the alarm events as MQTT records. With an alarm store they are
+    already in its outbox (same transaction as the state change); the daemon's relay
+    publishes them from there, and the list is for replays and tests.
+    """
 
     history: list[Record] = field(default_factory=list)
-    mqtt: list[Record] = field(default_factory=list)
+    alerts: list[Record] = field(default_factory=list)
+    dead: list[Record] = field(default_factory=list)
+
+    @property
+    def mqtt(self) -> list[Record]:
+        """Everything for MQTT: alarm events, then dead letters."""
+        return self.alerts + self.dead
+
+
+INTERNAL_WINDOW_S = 300.0  # system.internal stays active this long after the last error
 
 
 class Processor:
@@ -94,6 +108,9 @@ class Processor:
         self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
         self.trends = MinuteTrends(trend_hours)
         self.rejects = RateLimitedLog()
+        self.dead = DeadLetters(metrics)
+        self._internal = metrics.internal_errors
+        self._last_internal = -math.inf  # clock of the newest internal error
         # labelled children, looked up once: .labels() costs microseconds per call
         self._msg = {o: metrics.messages.labels(o) for o in ("accepted", "partial", "rejected")}
         self._obs = {o: metrics.observations.labels(o)
@@ -126,9 +143,7 @@ class Processor:
                 for rej in d.rejections:
                     m.rejected.labels(rej.reason).inc()
                     self.rejects.warning(rej.reason, f"{topic}: {rej.detail}", now)
-                    out.mqtt.append(
-                        [DEADLETTER_TOPIC, deadletter_payload(topic, payload, rej, now).decode(), 1]
-                    )
+                    self.dead.add(topic, payload, rej, now)
                 n_bad = sum(1 for r in d.rejections if r.index is not None)
                 if n_bad:
                     self._obs["rejected"].inc(n_bad)
@@ -141,11 +156,12 @@ class Processor:
                 ts.extend(d.t)
                 vs.extend(d.v)
                 recv.extend([now] * n_ok)
+        wall = messages[-1][2]
         if not sid:
             self.alarms.flush()
+            out.dead = self.dead.drain(wall)
             return out
 
-        wall = messages[-1][2]
         batch = self.scorer.score(
             np.array(sid, dtype=np.int64), np.array(metric, dtype=np.int64),
             np.array(ts), np.array(vs), wall,
@@ -167,22 +183,102 @@ class Processor:
         )
         clock = None if self.replay else wall
         self._emit([ev for _, ev in self.alarms.update(batch, self.streams, clock)], out)
-        self._score_beds(batch, out)
+        try:
+            self._score_beds(batch, out)
+        except Exception as exc:  # the multivariate view is secondary: history goes on
+            self.internal_error("bed_scores", exc, wall, "multivariate bed scores")
+        self._faults(messages, wall)
+        out.dead = self.dead.drain(wall)
+        return out
+
+    def reconcile(self, now: float) -> Output:
+        """At start-up: resolve alarms of rules the configuration no longer raises."""
+        out = Output()
+        self._emit(self.alarms.reconcile(now), out)
         return out
 
     def tick(self, now: float, system: dict[str, float] | None = None) -> Output:
         """The clock: escalations, snoozes ending, stale streams, the pipeline self-check."""
         out = Output()
+        system = dict(system or {})
+        system.setdefault("internal", self.internal_recent(now))
         self._emit(self.alarms.tick(now, self.streams, system), out)
+        self._faults([], now)
+        out.dead = self.dead.drain(now)
         return out
 
     def _emit(self, events: list[AlarmEvent], out: Output) -> None:
-        """Persist the engine's changes, then hand the events to the sinks."""
-        self.alarms.flush()
+        """Persist the engine's changes with their events (the store's outbox), and hand
+        the events to the history sink."""
+        self.alarms.flush(events)
         for ev in events:
             self.metrics.alarm_events.labels(ev.ward, ev.priority, ev.state).inc()
-            out.mqtt.append([ev.topic, ev.to_json().decode(), 1])
+            out.alerts.append([ev.topic, ev.to_json().decode(), 1])
             out.history.append(["a", asdict(ev)])
+
+    # -- failures ------------------------------------------------------------------
+    def internal_error(self, stage: str, exc: BaseException, now: float, what: str,
+                       topic: str = "", payload: bytes = b"") -> None:
+        """Count a caught bug, dead-letter what it was working on, and keep going."""
+        self._internal.labels(stage).inc()
+        self._last_internal = max(self._last_internal, now)
+        if stage not in ("alarms", "clock"):  # those were logged where they were caught
+            log.error("internal error in %s (%s); dead-lettered, going on", stage, what,
+                      exc_info=exc)
+        rej = Rejection("internal_error", f"{stage}: {type(exc).__name__}: {exc}"[:500])
+        self.dead.add(topic or f"wardwatch/internal/{stage}", payload, rej, now)
+
+    def internal_recent(self, now: float) -> float:
+        """1.0 while an internal error happened in the last INTERNAL_WINDOW_S: the
+        signal of ``system.internal``."""
+        return 1.0 if now - self._last_internal < INTERNAL_WINDOW_S else 0.0
+
+    def _faults(self, messages: list[tuple[str, bytes, float]], now: float) -> None:
+        """Bugs the alarm engine caught per bed: count each, dead-letter the bed's
+        messages of this batch (the samples it could not judge)."""
+        faults, self.alarms.faults = self.alarms.faults, []
+        if not faults:
+            return
+        first: dict[tuple[str, str], tuple[str, str, str]] = {}
+        for stage, ward, bed, error, what in faults:
+            self._internal.labels(stage).inc()
+            first.setdefault((ward, bed), (stage, error, what))
+        self._last_internal = max(self._last_internal, now)
+        by_bed: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+        for topic, payload, _ in messages:
+            wb = parse_topic(topic)
+            if wb in first:
+                by_bed.setdefault(wb, []).append((topic, payload))
+        for (ward, bed), (stage, error, what) in first.items():
+            rej = Rejection("internal_error", f"{stage}: {error} ({what})"[:500])
+            for topic, payload in by_bed.get((ward, bed)) or [(f"{OBS_PREFIX}{ward}/{bed}", b"")]:
+                self.dead.add(topic, payload, rej, now)
+
+    def fail_batch(self, messages: list[tuple[str, bytes, float]], exc: BaseException,
+                   ) -> Output:
+        """``process`` raised: retry message by message, dead-letter the ones that fail.
+
+        A sample already scored before the failure is seen again as out of order: it
+        goes to history once more, but does not move its stream twice.
+        """
+        now = messages[-1][2] if messages else 0.0
+        self._internal.labels("process").inc()
+        self._last_internal = max(self._last_internal, now)
+        log.error("internal error processing a batch of %d messages; retrying one by one",
+                  len(messages), exc_info=exc)
+        self.alarms.faults.clear()
+        out = Output()
+        for msg in messages:
+            try:
+                one = self.process([msg])
+            except Exception as one_exc:
+                self.internal_error("process", one_exc, msg[2], "one message", msg[0], msg[1])
+                continue
+            out.history += one.history
+            out.alerts += one.alerts
+            out.dead += one.dead
+        out.dead += self.dead.drain(now)
+        return out
 
     def acknowledge(self, ward: str, bed: str, request: dict[str, Any], now: float,
                     ) -> tuple[Output, str | None]:
@@ -196,6 +292,14 @@ class Processor:
     def _command(self, cmd: Command, topic: str, payload: bytes, now: float,
                  out: Output) -> None:
         """An acknowledgement, admission or device presence message."""
+        try:
+            self._command_inner(cmd, topic, payload, now, out)
+        except Exception as exc:  # a bug: dead-letter the command, keep its ward watched
+            self.alarms.faults.clear()
+            self.internal_error("command", exc, now, f"{cmd.kind} command", topic, payload)
+
+    def _command_inner(self, cmd: Command, topic: str, payload: bytes, now: float,
+                       out: Output) -> None:
         err = cmd.error
         events: list[AlarmEvent] = []
         if err is None and cmd.body:
@@ -219,8 +323,7 @@ class Processor:
         self.metrics.commands.labels(cmd.kind or "unknown", outcome).inc()
         if err is not None:
             self.rejects.warning(f"{cmd.kind}:{err.reason}", f"{topic}: {err.detail}", now)
-            dead = deadletter_payload(topic, payload, err, now).decode()
-            out.mqtt.append([DEADLETTER_TOPIC, dead, 1])
+            self.dead.add(topic, payload, err, now)
         self._emit(events, out)
 
     def _score_beds(self, batch: ScoredBatch, out: Output) -> None:

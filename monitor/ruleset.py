@@ -228,6 +228,11 @@ def _technical_rules() -> list[Rule]:
             Level("system.alerts", "high", ">", 0, 0, 10,
                   "alarm delivery over MQTT failing; events spooled on disk"),
         ), technical=True),
+        Rule("system.internal", "system", "system", "internal", (
+            Level("system.internal", "high", ">", 0, 0, 0,
+                  "internal error: input could not be processed (dead-lettered as"
+                  " internal_error); see the log"),
+        ), technical=True),
         Rule("system.backlog", "system", "system", "ingest", (
             Level("system.backlog", "medium", ">=", 0.8, 0.3, 5,
                   "ingest queue over 80% full: alarms may be late"),

@@ -164,28 +164,42 @@ class Signals:
             if st & (STALE_ORDER | INVALID):
                 continue
             ward, bed, mid = keys[sid]
-            name = _NAMES[mid]
-            br = self.engine.rules.for_bed(ward, bed)
-            now = t if clock is None else clock
-            fcast = None if fc != fc else round(fc, 2)
-            evs: list[AlarmEvent] = []
-            off = (ward, bed, "device.offline")
-            if off in self.engine.groups:  # data from the bed: the device is back
-                (rule,) = br.get("offline")
-                since = max(t, self.engine.groups[off].last_t)
-                evs += self.engine.feed(off, rule, since, 0.0, now, 0.0, None,
-                                        "bedside device sending again")
-            flat = 1.0 if st & FLATLINE else 0.0
-            for rule in br.get("flat", name):
-                evs += self.engine.feed((ward, bed, rule.name), rule, t, flat, now, v, None,
-                                 f"{_SPEC[name].label} {_fmt(v)} {_SPEC[name].unit}")
-            if not st & (ARTIFACT | FLATLINE):
-                self._lat_t[sid] = t
-                self._lat_v[sid] = v
-                evs += self._accepted(br, ward, bed, name, t, v, st, (tlo, thi), slope,
-                                      fcast, now)
+            try:
+                evs = self._sample(ward, bed, mid, sid, t, v, st, tlo, thi, slope, fc, clock)
+            except Exception as exc:  # one bed's fault must not stop the others
+                self.engine.fault("alarms", ward, bed, exc, f"{_NAMES[mid]} sample at t={t}")
+                continue
             events.extend((i, ev) for ev in evs)
         return events
+
+    def _sample(self, ward: str, bed: str, mid: int, sid: int, t: float, v: float, st: int,
+                tlo: float, thi: float, slope: float, fc: float,
+                clock: float | None) -> list[AlarmEvent]:
+        """Every rule one accepted (or flagged) sample feeds."""
+        name = _NAMES[mid]
+        br = self.engine.rules.for_bed(ward, bed)
+        now = t if clock is None else clock
+        fcast = None if fc != fc else round(fc, 2)
+        evs: list[AlarmEvent] = []
+        off = (ward, bed, "device.offline")
+        if off in self.engine.groups:  # data from the bed: the device is back
+            since = max(t, self.engine.groups[off].last_t)
+            for rule in br.get("offline"):
+                evs += self.engine.feed(off, rule, since, 0.0, now, 0.0, None,
+                                        "bedside device sending again")
+            if not br.get("offline"):  # disabled while active: nothing else ends it
+                evs += self.engine.retire(off, now, "device.offline is no longer in force"
+                                          " (configuration changed); device sending again")
+        flat = 1.0 if st & FLATLINE else 0.0
+        for rule in br.get("flat", name):
+            evs += self.engine.feed((ward, bed, rule.name), rule, t, flat, now, v, None,
+                             f"{_SPEC[name].label} {_fmt(v)} {_SPEC[name].unit}")
+        if not st & (ARTIFACT | FLATLINE):
+            self._lat_t[sid] = t
+            self._lat_v[sid] = v
+            evs += self._accepted(br, ward, bed, name, t, v, st, (tlo, thi), slope,
+                                  fcast, now)
+        return evs
 
     def _accepted(self, br: BedRules, ward: str, bed: str, name: str, t: float, v: float,
                   st: int, crossing: tuple[float, float], slope: float, fc: float | None,
@@ -315,11 +329,23 @@ class Signals:
             ward, bed, mid = streams.keys[i]
             if self.monitored_since.get((ward, bed), -math.inf) >= seen[i]:
                 continue
-            name = _NAMES[mid]
-            for rule in self.engine.rules.for_bed(ward, bed).get("stale", name):
-                a = float(age[i])
-                events += self.engine.feed((ward, bed, rule.name), rule, clock, a, clock, round(a),
-                                    None, f"{_SPEC[name].label}: last sample {a / 60:.1f} min ago")
+            try:
+                events += self._stale_one(ward, bed, _NAMES[mid], float(age[i]), clock)
+            except Exception as exc:
+                self.engine.fault("clock", ward, bed, exc, f"{_NAMES[mid]} staleness")
+        return events
+
+    def _stale_one(self, ward: str, bed: str, name: str, age: float,
+                   clock: float) -> list[AlarmEvent]:
+        rules = self.engine.rules.for_bed(ward, bed).get("stale", name)
+        events: list[AlarmEvent] = []
+        if not rules and (ward, bed, f"{name}.stale") in self.engine.groups:
+            events += self.engine.retire((ward, bed, f"{name}.stale"), clock,
+                                         f"{name}.stale is no longer in force")
+        for rule in rules:
+            events += self.engine.feed((ward, bed, rule.name), rule, clock, age, clock,
+                                       round(age), None,
+                                       f"{_SPEC[name].label}: last sample {age / 60:.1f} min ago")
         return events
 
     def _stale_limits(self, streams: StreamTable) -> Any:

@@ -10,6 +10,7 @@ A batch the sink rejects for good (a 4xx that retrying cannot fix) is kept in th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import sqlite3
@@ -91,6 +92,14 @@ class Spool:
         if n is not None:
             self._depth[sink] = self._depth.get(sink, 0) - int(n[0])
 
+    def adopt(self, old: str, new: str) -> None:
+        """Hand batches spooled under an old sink name to the sink that now sends them."""
+        n = self._depth.pop(old, 0)
+        if n:
+            self._db.execute("UPDATE spool SET sink = ? WHERE sink = ?", (new, old))
+            self._depth[new] = self._depth.get(new, 0) + n
+            log.info("spool: %d records of %r are now sent by %r", n, old, new)
+
     def depth(self, sink: str) -> int:
         """Records (not batches) waiting for ``sink``."""
         return self._depth.get(sink, 0)
@@ -126,6 +135,10 @@ class SpooledWriter:
         self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(queue_size)
         self._retry_at = 0.0
         self._backoff = 0.0
+        # batches the spool could not take (disk full, I/O error): kept in order, in
+        # memory, ahead of the spool, until it can
+        self._overflow: collections.deque[list[Record]] = collections.deque()
+        self._errors = metrics.internal_errors.labels(f"sink:{sink.name}")
         metrics.views.queues[f"sink:{sink.name}"] = self.queue.qsize
         metrics.views.spools[sink.name] = lambda: spool.depth(sink.name)
 
@@ -134,26 +147,41 @@ class SpooledWriter:
         if records:
             await self.queue.put(records)
 
+    def offer(self, records: list[Record]) -> None:
+        """Queue records without waiting; with the queue full they go to the spool."""
+        if not records:
+            return
+        try:
+            self.queue.put_nowait(records)
+        except asyncio.QueueFull:
+            self._to_spool(records)
+
+    def _waiting(self) -> bool:
+        return bool(self._overflow) or self.spool.depth(self.sink.name) > 0
+
     async def close(self) -> None:
         """Deliver or spool everything queued, then close the sink."""
         await self.queue.put(None)
 
     async def run(self) -> None:
         """Deliver until :meth:`close` is called and the queue is empty."""
-        name = self.sink.name
         done = False
         try:
             while not done:
                 batch, done = await self._gather()
                 await self._drain_spool()
                 if batch:
-                    if self.spool.depth(name):
+                    if self._waiting():
                         self._to_spool(batch)  # keep order behind what waits
                     else:
                         await self._deliver(batch)
             # Last chance for the spool on a clean shutdown; what stays is kept on disk.
             self._retry_at = 0.0
             await self._drain_spool()
+            if self._overflow:
+                lost = sum(len(r) for r in self._overflow)
+                log.critical("%s: %d records could neither be delivered nor spooled and are"
+                             " lost at shutdown", self.sink.name, lost)
         finally:
             await self.sink.close()
 
@@ -161,7 +189,7 @@ class SpooledWriter:
         """Up to batch_size records, waiting at most flush_interval_s after the first."""
         batch: list[Record] = []
         timeout = self.flush_interval_s
-        if self.spool.depth(self.sink.name):
+        if self._waiting():
             timeout = max(0.05, min(timeout, self._retry_at - time.monotonic()))
         with contextlib.suppress(TimeoutError):
             item = await asyncio.wait_for(self.queue.get(), timeout)
@@ -190,7 +218,7 @@ class SpooledWriter:
         for start in range(0, len(batch), self.batch_size):
             part = batch[start : start + self.batch_size]
             try:
-                await self.sink.write(part)
+                await self._write(part)
             except PermanentSinkError as exc:
                 log.error("%s refused %d records for good, kept in the spool's rejected "
                           "table: %s", name, len(part), exc)
@@ -206,9 +234,32 @@ class SpooledWriter:
         self._backoff = 0.0
         return True
 
+    async def _write(self, records: list[Record]) -> None:
+        """The sink's write; a bug in it (not a SinkError) is counted and retried."""
+        try:
+            await self.sink.write(records)
+        except SinkError:
+            raise
+        except Exception as exc:
+            self._errors.inc()
+            log.exception("%s: unexpected error writing %d records; kept for retry",
+                          self.sink.name, len(records))
+            raise SinkError(f"internal error: {type(exc).__name__}: {exc}") from exc
+
     def _to_spool(self, records: list[Record]) -> None:
-        self.spool.push(self.sink.name, records)
+        if self._overflow or not self._push(records):
+            self._overflow.append(records)
         self.metrics.spooled.labels(self.sink.name).inc(len(records))
+
+    def _push(self, records: list[Record]) -> bool:
+        try:
+            self.spool.push(self.sink.name, records)
+        except SpoolError as exc:
+            self._errors.inc()
+            log.error("%s: cannot spool %d records (%s); held in memory until the spool "
+                      "takes them", self.sink.name, len(records), exc)
+            return False
+        return True
 
     def _fail(self, exc: Exception) -> None:
         self._backoff = min(self.max_backoff_s, max(0.5, self._backoff * 2))
@@ -218,13 +269,18 @@ class SpooledWriter:
 
     async def _drain_spool(self) -> None:
         name = self.sink.name
+        while self._overflow:  # the spool is ahead of them: it must take them first
+            if not self._push(self._overflow[0]):
+                self._retry_at = max(self._retry_at, time.monotonic() + 1.0)
+                break
+            self._overflow.popleft()
         while self.spool.depth(name) and time.monotonic() >= self._retry_at:
             head = self.spool.peek(name)
             if head is None:
                 return
             batch_id, records = head
             try:
-                await self.sink.write(records)
+                await self._write(records)
             except PermanentSinkError as exc:
                 self.spool.push(name, records, table="rejected", error=str(exc)[:1000])
                 self.spool.delete(name, batch_id)

@@ -143,6 +143,7 @@ def _loads(payload: bytes) -> Any:
 
 
 _MALFORMED: Final = object()
+EARLIEST_T: Final = 946_684_800.0  # 2000-01-01T00:00:00Z: no monitor sends older data
 
 
 def _parse_time(raw: object) -> float | Rejection:
@@ -229,6 +230,8 @@ def _decode_obs(item: Any, out: Decoded, lo_t: float, hi_t: float) -> Rejection 
     t = _parse_time(item["t"])
     if isinstance(t, Rejection):
         return t
+    if not t >= EARLIEST_T:  # whatever max_past_s says (0 only lifts the rolling bound)
+        return Rejection("bad_timestamp", f"t={t!r} is before 2000-01-01T00:00:00Z")
     if t > hi_t:
         return Rejection("timestamp_future", f"t={t:.3f} is {t - hi_t:.0f} s past the limit")
     if t < lo_t:

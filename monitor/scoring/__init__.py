@@ -216,5 +216,8 @@ class Scorer:
             score_batch_parallel(*args, 16 * numba.get_num_threads())
         else:
             score_batch(*args, self._scratch)
-        st.wall_seen[sid] = now
+        # only a new, usable sample says the stream is alive: a re-sent or refused one
+        # must not keep a stale-data alarm quiet
+        fresh = (status & (STALE_ORDER | INVALID)) == 0
+        st.wall_seen[sid[fresh]] = now
         return ScoredBatch(sid, metric, t, v, out, band, status)

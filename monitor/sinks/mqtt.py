@@ -1,4 +1,4 @@
-"""Publishes alarm events and dead letters at QoS 1 over its own MQTT connection."""
+"""Publishes records (alarm events, or dead letters) at QoS 1 over its own connection."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class MqttPublisher:
     """
 
     def __init__(self, client_args: dict[str, Any], *, max_in_flight: int = 100,
-                 timeout_s: float = 10.0) -> None:
-        self.name = "mqtt"
+                 timeout_s: float = 10.0, name: str = "mqtt") -> None:
+        self.name = name
         self._args = client_args
         self._client: aiomqtt.Client | None = None
         self._max_in_flight = max_in_flight

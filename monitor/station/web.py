@@ -145,11 +145,19 @@ class Station:
     async def _headers(self, request: web.Request,
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                        ) -> web.StreamResponse:
-        resp = await handler(request)
-        resp.headers.update(_SECURITY_HEADERS)
-        if request.path.startswith("/api/"):
-            resp.headers["Cache-Control"] = "no-store"
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:  # redirects and errors (303/401/403/404) too
+            self._secure(request, exc.headers)
+            raise
+        self._secure(request, resp.headers)
         return resp
+
+    @staticmethod
+    def _secure(request: web.Request, headers: Any) -> None:
+        headers.update(_SECURITY_HEADERS)
+        if request.path.startswith("/api/"):
+            headers["Cache-Control"] = "no-store"
 
     def _session(self, request: web.Request) -> Session | None:
         return self.accounts.session(request.cookies.get(COOKIE))
