@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -23,6 +23,7 @@ from monitor.alarmstore import AlarmStore
 from monitor.clock import SteadyClock
 from monitor.config import Settings
 from monitor.errors import ConfigError, SinkError
+from monitor.intake import Intake, RawMessage
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.mqtt import client_args
@@ -36,13 +37,6 @@ from monitor.wire import CONTROL_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
 
-RawMessage = tuple[str, bytes, float]
-
-
-def _payload_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return b"" if payload is None else str(payload).encode()
 
 
 class Daemon:
@@ -66,14 +60,21 @@ class Daemon:
                                    trend_hours=settings.http.trend_hours)
         self.accounts = Accounts(store / "station.db", idle_s=settings.http.session_idle_s,
                                  max_s=settings.http.session_max_s)
-        self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue(settings.ingest.queue_size)
-        self.subscribed = asyncio.Event()
+        # the intake's slots bound this queue: a full queue stops paho reading the socket
+        self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue()
+        m = settings.mqtt
+        self.intake = Intake(m.url, client_id=m.client_id,
+                             subscriptions=[m.subscribe, *CONTROL_SUBSCRIPTIONS], queue=self.raw,
+                             clock=self.clock, metrics=self.metrics, ca_file=m.ca_file,
+                             keepalive=m.keepalive, slots=settings.ingest.queue_size)
+        self.subscribed = self.intake.subscribed
         self.metrics.views.queues["ingest"] = self.raw.qsize
         self.spool = Spool(store / "spool.db")
         self.history = SpooledWriter(
             self._history_sink(store), self.spool, self.metrics,
             batch_size=settings.influx.batch_size,
             flush_interval_s=settings.influx.flush_interval_s,
+            journal=True,  # durable before the broker gets its acknowledgement
         )
         # Alarm events: written to the alarm store's outbox with their state change,
         # published from there by the relay over a connection of their own.
@@ -85,6 +86,7 @@ class Daemon:
         self._relay_stopping = asyncio.Event()
         self._relay_stop = False
         self._relay_stuck_since: float | None = None  # monotonic
+        self.metrics.views.stuck["alerts"] = self._relay_stuck
         # Dead letters: aggregated (monitor.deadletters), on their own bounded queue and
         # connection, so a flood of bad input never delays an alarm.
         self.spool.adopt("mqtt", "deadletter")  # what an earlier version spooled
@@ -108,63 +110,16 @@ class Daemon:
                             username=inf.username, password=inf.password)
 
     # -- stages ------------------------------------------------------------------
-    async def _source(self, stop: asyncio.Event) -> None:
-        """Subscribe and feed the raw queue; reconnect with capped, jittered backoff.
-
-        A persistent session (fixed client id, clean_session off, QoS 1) lets the
-        broker keep what arrives while we are away. paho acknowledges a QoS 1 message
-        when it lands in the client's queue, so one client is reused across reconnects
-        (its queue survives them) and its queue is drained into ours on shutdown.
-        """
-        m = self.settings.mqtt
-        client = aiomqtt.Client(**client_args(
-            m.url, identifier=m.client_id, clean_session=False, ca_file=m.ca_file,
-            keepalive=m.keepalive,
-        ))
-        backoff = 0.5
-        while not stop.is_set():
-            try:
-                async with client:
-                    await client.subscribe([(m.subscribe, 1)]
-                                           + [(topic, 1) for topic in CONTROL_SUBSCRIPTIONS])
-                    log.info("subscribed to %s and control topics on %s", m.subscribe, m.url)
-                    self.subscribed.set()
-                    backoff = 0.5
-                    consume = asyncio.create_task(self._consume(client), name="mqtt:consume")
-                    halt = asyncio.create_task(stop.wait(), name="mqtt:halt")
-                    await asyncio.wait((consume, halt), return_when=asyncio.FIRST_COMPLETED)
-                    halt.cancel()
-                    if consume.done():
-                        consume.result()  # re-raises the MqttError that ended it
-                    consume.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await consume
-            except aiomqtt.MqttError as exc:
-                self.subscribed.clear()
-                self.metrics.reconnects.labels("ingest").inc()
-                log.warning("MQTT ingest connection lost (%s); reconnecting in %.1f s",
-                            exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
-                backoff = min(30.0, backoff * 2)
-        self.subscribed.clear()
-        # Messages paho already acknowledged but we have not taken: aiomqtt has no
-        # public way to drain its queue after disconnecting.
-        pending = client._queue
-        while not pending.empty():
-            msg = pending.get_nowait()
-            await self.raw.put((str(msg.topic), _payload_bytes(msg.payload), self.clock()))
-
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        async for msg in client.messages:
-            await self.raw.put((str(msg.topic), _payload_bytes(msg.payload), self.clock()))
-
     async def _process(self) -> None:
+        """Micro-batches off the intake queue; each batch's messages are acknowledged to
+        the broker once what they produced is durable."""
         batch_max = self.settings.ingest.batch_max
+        taken = self.intake.taken
         while True:
             item = await self.raw.get()
             if item is None:
                 return
+            taken()
             items = [item]
             last = False
             while len(items) < batch_max:
@@ -175,22 +130,27 @@ class Daemon:
                 if nxt is None:
                     last = True
                     break
+                taken()
                 items.append(nxt)
+            messages = [(topic, payload, now) for topic, payload, now, _ in items]
             try:
-                out = self.processor.process(items)
+                out = self.processor.process(messages)
             except Exception as exc:  # a bug: isolate the message, never stop watching
-                out = self.processor.fail_batch(items, exc)
-            await self._deliver(out)
+                out = self.processor.fail_batch(messages, exc)
+            tokens = [tok for *_, tok in items]
+            await self._deliver(out, functools.partial(self.intake.ack, tokens))
             if last:
                 return
 
-    async def _deliver(self, out: Output) -> None:
+    async def _deliver(self, out: Output, on_durable: Callable[[], None] | None = None,
+                       ) -> None:
+        """Alarm events are in the outbox already; history goes to its journal, and
+        ``on_durable`` runs once it is there (at once, normally)."""
         if out.alerts:
-            self._outbox_ready.set()  # already in the outbox: wake the relay
-        if out.history:
-            await self.history.put(out.history)
+            self._outbox_ready.set()  # wake the relay
         if out.dead:
             self.deadletters.offer(out.dead)
+        await self.history.put(out.history, on_durable)
 
     async def _relay(self) -> None:
         """Publish the alarm store's outbox in order; rows are marked sent only after
@@ -229,15 +189,18 @@ class Daemon:
         finally:
             await sink.close()
 
+    def _relay_stuck(self) -> float:
+        stuck = self._relay_stuck_since
+        return 0.0 if stuck is None else time.monotonic() - stuck
+
     def self_check(self) -> dict[str, float]:
         """The pipeline's own health, as the signals of the ``system.*`` alarm rules."""
-        stuck = self._relay_stuck_since
-        waiting = 0.0 if stuck is None else time.monotonic() - stuck
         return {
-            "history": float(self.spool.depth(self.history.sink.name)),
+            # seconds the history sink has been failing (its journal fills meanwhile)
+            "history": self.history.stuck_seconds(),
             # seconds the relay has been failing to hand alarm events to the broker
-            "mqtt": waiting,
-            "ingest": self.raw.qsize() / max(1, self.raw.maxsize),
+            "mqtt": self._relay_stuck(),
+            "ingest": self.raw.qsize() / max(1, self.settings.ingest.queue_size),
         }
 
     async def _clock(self, stop: asyncio.Event) -> None:
@@ -319,12 +282,12 @@ class Daemon:
             processor = tg.create_task(self._process(), name="processor")
             halt_intake = asyncio.Event()
             clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
-            source = tg.create_task(self._source(halt_intake), name="source:mqtt")
+            self.intake.start()
             log.info("wardwatch running; store in %s", self.settings.store.dir)
             await stop.wait()
             log.info("stopping: intake first, then flush and close the sinks")
             halt_intake.set()
-            await source
+            self.intake.pause()
             await clock
             await self.raw.put(None)
             await processor
@@ -336,6 +299,8 @@ class Daemon:
             await self.history.close()
             await self.deadletters.close()
             await asyncio.gather(*writers)
+            # after the last acknowledgement is queued: paho writes it before DISCONNECT
+            await asyncio.to_thread(self.intake.close)
         if runner is not None:
             await runner.cleanup()
         if server is not None:

@@ -50,6 +50,7 @@ class LiveViews:
 
     queues: dict[str, Callable[[], int]] = field(default_factory=dict)
     spools: dict[str, Callable[[], int]] = field(default_factory=dict)
+    stuck: dict[str, Callable[[], float]] = field(default_factory=dict)
     active_alarms: Callable[[], Mapping[tuple[str, str], int]] = dict
     bed_last_seen: Callable[[], Iterable[tuple[str, str, float]]] = tuple
     clock: Callable[[], float] = time.time  # the clock last-seen times are read on
@@ -76,6 +77,13 @@ class PipelineCollector(Collector):
         for name, depth in self.views.spools.items():
             sp.add_metric([name], depth())
         yield sp
+        stuck = GaugeMetricFamily(
+            "wardwatch_sink_failing_seconds",
+            "How long a sink has been failing to deliver (0: delivering)", labels=["sink"]
+        )
+        for name, secs in self.views.stuck.items():
+            stuck.add_metric([name], secs())
+        yield stuck
         act = GaugeMetricFamily(
             "wardwatch_alarms_active", "Active alarms", labels=["ward", "priority"]
         )

@@ -1,10 +1,13 @@
-"""Broker URLs (``mqtt://``, ``mqtts://``) into aiomqtt client arguments."""
+"""Broker URLs (``mqtt://``, ``mqtts://``) into aiomqtt client arguments or paho clients."""
 
 from __future__ import annotations
 
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from monitor.errors import ConfigError
 
@@ -34,3 +37,16 @@ def client_args(url: str, *, identifier: str, clean_session: bool | None = None,
     if tls:
         args["tls_context"] = ssl.create_default_context(cafile=ca_file or None)
     return args
+
+
+def paho_client(url: str, *, client_id: str, clean_session: bool, ca_file: str = "",
+                manual_ack: bool = False) -> tuple[paho.Client, str, int]:
+    """A paho client (not connected) for a broker URL, with its host and port."""
+    args = client_args(url, identifier=client_id, ca_file=ca_file)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=clean_session, manual_ack=manual_ack)
+    if "username" in args:
+        client.username_pw_set(args["username"], args["password"])
+    if "tls_context" in args:
+        client.tls_set_context(args["tls_context"])
+    return client, str(args["hostname"]), int(args["port"])

@@ -226,7 +226,7 @@ def _technical_rules() -> list[Rule]:
         ), technical=True),
         Rule("system.alerts", "system", "system", "mqtt", (
             Level("system.alerts", "high", ">", 0, 0, 10,
-                  "alarm delivery over MQTT failing; events spooled on disk"),
+                  "alarm delivery over MQTT failing; events kept in the outbox"),
         ), technical=True),
         Rule("system.internal", "system", "system", "internal", (
             Level("system.internal", "high", ">", 0, 0, 0,

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +79,30 @@ class Spool:
         if table == "spool":
             self._depth[sink] = self._depth.get(sink, 0) + len(records)
 
+    def peek_many(self, sink: str, max_records: int) -> tuple[int, list[Record]] | None:
+        """The oldest spooled batches of ``sink``, joined up to about ``max_records``:
+        (id of the last batch taken, records), or None."""
+        rows = self._db.execute(
+            "SELECT id, n, body FROM spool WHERE sink = ? ORDER BY id LIMIT 1000", (sink,))
+        last: int | None = None
+        records: list[Record] = []
+        for batch_id, n, body in rows:
+            if records and len(records) + int(n) > max_records:
+                break
+            last = int(batch_id)
+            records.extend(orjson.loads(body))
+        return None if last is None else (last, records)
+
+    def delete_upto(self, sink: str, batch_id: int) -> None:
+        """Forget every batch of ``sink`` up to and including ``batch_id`` (delivered)."""
+        try:
+            n = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM spool WHERE sink = ? AND id <= ?",
+                                 (sink, batch_id)).fetchone()[0]
+            self._db.execute("DELETE FROM spool WHERE sink = ? AND id <= ?", (sink, batch_id))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot update spool {self.path}: {exc}") from exc
+        self._depth[sink] = self._depth.get(sink, 0) - int(n)
+
     def peek(self, sink: str) -> tuple[int, list[Record]] | None:
         """The oldest spooled batch of ``sink`` as (id, records), or None."""
         row = self._db.execute(
@@ -113,7 +137,13 @@ class Spool:
 
 
 class SpooledWriter:
-    """Batches records for one sink, delivers them, and spools what it cannot deliver."""
+    """Batches records for one sink, delivers them, and spools what it cannot deliver.
+
+    With ``journal`` every batch goes to the spool first, synchronously, and is
+    delivered from there: once :meth:`put` has returned (and its ``on_durable`` has
+    been called) the records survive a crash of the process. The daemon acknowledges
+    MQTT messages to the broker only then.
+    """
 
     def __init__(
         self,
@@ -125,6 +155,7 @@ class SpooledWriter:
         flush_interval_s: float = 1.0,
         queue_size: int = 1000,
         max_backoff_s: float = 30.0,
+        journal: bool = False,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -132,24 +163,50 @@ class SpooledWriter:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
+        self.journal = journal
         self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(queue_size)
         self._retry_at = 0.0
         self._backoff = 0.0
+        self._stuck_since: float | None = None  # monotonic: first failure not yet cleared
+        self._closing = False
+        self._wake = asyncio.Event()
         # batches the spool could not take (disk full, I/O error): kept in order, in
-        # memory, ahead of the spool, until it can
-        self._overflow: collections.deque[list[Record]] = collections.deque()
+        # memory, ahead of the spool, until it can; with the callback that says durable
+        self._overflow: collections.deque[tuple[list[Record], Callable[[], None] | None]] = (
+            collections.deque())
         self._errors = metrics.internal_errors.labels(f"sink:{sink.name}")
         metrics.views.queues[f"sink:{sink.name}"] = self.queue.qsize
         metrics.views.spools[sink.name] = lambda: spool.depth(sink.name)
+        metrics.views.stuck[sink.name] = self.stuck_seconds
 
-    async def put(self, records: list[Record]) -> None:
-        """Queue records for delivery; waits while the queue is full (back-pressure)."""
+    def stuck_seconds(self) -> float:
+        """How long the sink has been failing (0: delivering)."""
+        since = self._stuck_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    async def put(self, records: list[Record],
+                  on_durable: Callable[[], None] | None = None) -> None:
+        """Queue records for delivery; waits while the queue is full (back-pressure).
+
+        In journal mode the records are in the spool when this returns, and
+        ``on_durable`` has been called (later, if the spool cannot take them now).
+        """
+        if self.journal:
+            self._to_spool(records, on_durable)
+            if self.spool.depth(self.sink.name) >= self.batch_size:
+                self._wake.set()
+            return
         if records:
             await self.queue.put(records)
+        if on_durable is not None:
+            on_durable()
 
     def offer(self, records: list[Record]) -> None:
         """Queue records without waiting; with the queue full they go to the spool."""
         if not records:
+            return
+        if self.journal:
+            self._to_spool(records)
             return
         try:
             self.queue.put_nowait(records)
@@ -161,29 +218,48 @@ class SpooledWriter:
 
     async def close(self) -> None:
         """Deliver or spool everything queued, then close the sink."""
-        await self.queue.put(None)
+        self._closing = True
+        self._wake.set()
+        if not self.journal:
+            await self.queue.put(None)
 
     async def run(self) -> None:
         """Deliver until :meth:`close` is called and the queue is empty."""
-        done = False
         try:
-            while not done:
-                batch, done = await self._gather()
-                await self._drain_spool()
-                if batch:
-                    if self._waiting():
-                        self._to_spool(batch)  # keep order behind what waits
-                    else:
-                        await self._deliver(batch)
+            if self.journal:
+                await self._run_journal()
+            else:
+                await self._run_batches()
             # Last chance for the spool on a clean shutdown; what stays is kept on disk.
             self._retry_at = 0.0
             await self._drain_spool()
             if self._overflow:
-                lost = sum(len(r) for r in self._overflow)
+                lost = sum(len(r) for r, _ in self._overflow)
                 log.critical("%s: %d records could neither be delivered nor spooled and are"
                              " lost at shutdown", self.sink.name, lost)
         finally:
             await self.sink.close()
+
+    async def _run_journal(self) -> None:
+        while not self._closing:
+            timeout = self.flush_interval_s
+            if self._retry_at > time.monotonic():
+                timeout = max(0.05, self._retry_at - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            await self._drain_spool()
+
+    async def _run_batches(self) -> None:
+        done = False
+        while not done:
+            batch, done = await self._gather()
+            await self._drain_spool()
+            if batch:
+                if self._waiting():
+                    self._to_spool(batch)  # keep order behind what waits
+                else:
+                    await self._deliver(batch)
 
     async def _gather(self) -> tuple[list[Record], bool]:
         """Up to batch_size records, waiting at most flush_interval_s after the first."""
@@ -231,7 +307,7 @@ class SpooledWriter:
                 self._to_spool(batch[start:])
                 return False
             self.metrics.delivered.labels(name).inc(len(part))
-        self._backoff = 0.0
+        self._ok()
         return True
 
     async def _write(self, records: list[Record]) -> None:
@@ -246,10 +322,15 @@ class SpooledWriter:
                           self.sink.name, len(records))
             raise SinkError(f"internal error: {type(exc).__name__}: {exc}") from exc
 
-    def _to_spool(self, records: list[Record]) -> None:
-        if self._overflow or not self._push(records):
-            self._overflow.append(records)
-        self.metrics.spooled.labels(self.sink.name).inc(len(records))
+    def _to_spool(self, records: list[Record],
+                  on_durable: Callable[[], None] | None = None) -> None:
+        # callbacks run in order: behind what the spool has not taken yet, they wait
+        if self._overflow or (records and not self._push(records)):
+            self._overflow.append((records, on_durable))
+        elif on_durable is not None:
+            on_durable()
+        if records and (not self.journal or self._stuck_since is not None):
+            self.metrics.spooled.labels(self.sink.name).inc(len(records))
 
     def _push(self, records: list[Record]) -> bool:
         try:
@@ -261,35 +342,45 @@ class SpooledWriter:
             return False
         return True
 
+    def _ok(self) -> None:
+        self._backoff = 0.0
+        self._stuck_since = None
+
     def _fail(self, exc: Exception) -> None:
         self._backoff = min(self.max_backoff_s, max(0.5, self._backoff * 2))
         self._retry_at = time.monotonic() + self._backoff
+        if self._stuck_since is None:
+            self._stuck_since = time.monotonic()
         log.warning("%s unavailable (%s); spooling, retry in %.1f s",
                     self.sink.name, exc, self._backoff)
 
     async def _drain_spool(self) -> None:
         name = self.sink.name
         while self._overflow:  # the spool is ahead of them: it must take them first
-            if not self._push(self._overflow[0]):
+            records, on_durable = self._overflow[0]
+            if records and not self._push(records):
                 self._retry_at = max(self._retry_at, time.monotonic() + 1.0)
                 break
             self._overflow.popleft()
+            if on_durable is not None:
+                on_durable()
         while self.spool.depth(name) and time.monotonic() >= self._retry_at:
-            head = self.spool.peek(name)
+            head = self.spool.peek_many(name, self.batch_size)
             if head is None:
                 return
-            batch_id, records = head
+            upto, records = head
             try:
                 await self._write(records)
             except PermanentSinkError as exc:
                 self.spool.push(name, records, table="rejected", error=str(exc)[:1000])
-                self.spool.delete(name, batch_id)
+                self.spool.delete_upto(name, upto)
                 continue
             except SinkError as exc:
                 self.metrics.failures.labels(name).inc()
                 self._fail(exc)
                 return
-            self.spool.delete(name, batch_id)
+            self.spool.delete_upto(name, upto)
             self.metrics.delivered.labels(name).inc(len(records))
-            self._backoff = 0.0
-            log.info("%s: delivered %d spooled records", name, len(records))
+            if self._stuck_since is not None:
+                log.info("%s: delivering again (%d spooled records sent)", name, len(records))
+            self._ok()

@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS vitals (
     t REAL NOT NULL, value REAL NOT NULL, score REAL, forecast REAL
 );
 CREATE INDEX IF NOT EXISTS vitals_stream_t ON vitals (ward, bed, metric, t);
+-- one row per sample: a message redelivered after a crash is not stored twice
+DELETE FROM vitals WHERE rowid NOT IN (SELECT MIN(rowid) FROM vitals GROUP BY ward, bed, metric, t);
+CREATE UNIQUE INDEX IF NOT EXISTS vitals_once ON vitals (ward, bed, metric, t);
 CREATE TABLE IF NOT EXISTS alarms (
     id TEXT NOT NULL, ward TEXT NOT NULL, bed TEXT NOT NULL, metric TEXT NOT NULL,
     code TEXT NOT NULL, priority TEXT NOT NULL, state TEXT NOT NULL, t REAL NOT NULL,
@@ -47,7 +50,7 @@ class SqliteHistorySink:
         beds = [tuple(r[1:]) for r in records if r[0] == "b"]
         with self._db:
             self._db.executemany("INSERT INTO bed_anomaly VALUES (?, ?, ?, ?)", beds)
-            self._db.executemany("INSERT INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)", vitals)
+            self._db.executemany("INSERT OR IGNORE INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)", vitals)
             self._db.executemany(
                 "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", alarms
             )
