@@ -291,7 +291,7 @@ def decode_command(topic: str, payload: bytes) -> Command:
     """
     kind = control_kind(topic) or ""
     rest = topic.split("/")[3:]
-    if len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest):
+    if not kind or len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest):
         return Command(kind, "", "", error=Rejection(
             "bad_topic", f"not wardwatch/v1/{kind or '{kind}'}/{{ward}}/{{bed}}"))
     ward, bed = rest

@@ -50,7 +50,8 @@ class SqliteHistorySink:
         beds = [tuple(r[1:]) for r in records if r[0] == "b"]
         with self._db:
             self._db.executemany("INSERT INTO bed_anomaly VALUES (?, ?, ?, ?)", beds)
-            self._db.executemany("INSERT OR IGNORE INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)", vitals)
+            self._db.executemany("INSERT OR IGNORE INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 vitals)
             self._db.executemany(
                 "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", alarms
             )
