@@ -144,12 +144,19 @@ class Services:
             getattr(self, f"_start_{name}")(ports.get(name) or free_port())
         self._save()
 
-    def stop(self, names: tuple[str, ...] | None = None) -> None:
+    def stop(self, names: tuple[str, ...] | None = None, *, kill: bool = False) -> None:
+        """Stop services (SIGTERM), or with ``kill`` crash them (SIGKILL: no clean save)."""
         for name in list(names or self.started):
             svc = self.started.pop(name, None)
             if svc is None:
                 continue
             proc = self._procs.pop(name, None)
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(svc.pid, signal.SIGKILL)
+                if proc is not None:
+                    proc.wait()
+                continue
             _terminate(svc.pid, proc)
         self._save()
 
@@ -192,7 +199,7 @@ listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
 persistence_location {data}/
-autosave_interval 5
+autosave_interval 1
 # The default of 1000 silently drops QoS 1 messages for a slow subscriber.
 max_queued_messages 1000000
 max_inflight_messages 1000
