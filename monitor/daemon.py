@@ -170,7 +170,10 @@ class Daemon:
                     continue
                 try:
                     await sink.write([[topic, payload, 1] for _, topic, payload in rows])
-                except SinkError as exc:
+                except Exception as exc:  # SinkError, or a bug: the rows stay in the outbox
+                    if not isinstance(exc, SinkError):
+                        m.internal_errors.labels("relay").inc()
+                        log.exception("alarm relay: unexpected error")
                     if self._relay_stuck_since is None:
                         self._relay_stuck_since = time.monotonic()
                     m.failures.labels(sink.name).inc()

@@ -155,7 +155,8 @@ class Metrics:
         )
         self.internal_errors = Counter(
             "wardwatch_internal_errors",
-            "Unexpected exceptions caught by a stage (process, command, clock, ack, sink:*);"
+            "Unexpected exceptions caught by a stage (process, alarms, command, clock, ack,"
+            " relay, sink:*);"
             " the daemon goes on and raises system.internal",
             ["stage"],
             registry=registry,
@@ -196,7 +197,7 @@ class Metrics:
             self.observations.labels(outcome)
         for reason in REASONS:
             self.rejected.labels(reason)
-        for stage in ("process", "command", "clock", "ack"):
+        for stage in ("process", "alarms", "command", "clock", "ack", "relay"):
             self.internal_errors.labels(stage)
         for outcome in ("published", "summarised"):
             self.deadletters.labels(outcome)
