@@ -84,7 +84,6 @@ class Daemon:
         ), max_in_flight=settings.mqtt.max_in_flight, name="alerts")
         self._outbox_ready = asyncio.Event()
         self._relay_stopping = asyncio.Event()
-        self._relay_stop = False
         self._relay_stuck_since: float | None = None  # monotonic
         self.metrics.views.stuck["alerts"] = self._relay_stuck
         # Dead letters: aggregated (monitor.deadletters), on their own bounded queue and
@@ -163,7 +162,7 @@ class Daemon:
                 self._outbox_ready.clear()
                 rows = store.unsent(500)
                 if not rows:
-                    if self._relay_stop:
+                    if self._relay_stopping.is_set():
                         return
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._outbox_ready.wait(), 1.0)
@@ -180,7 +179,7 @@ class Daemon:
                     backoff = min(30.0, max(0.5, backoff * 2))
                     log.warning("alarm events not delivered (%s); %d+ wait in the outbox, "
                                 "retry in %.1f s", exc, len(rows), backoff)
-                    if self._relay_stop:
+                    if self._relay_stopping.is_set():
                         return
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._relay_stopping.wait(), backoff)
@@ -295,7 +294,6 @@ class Daemon:
             await self.raw.put(None)
             await processor
             self.deadletters.offer(self.processor.dead.flush(self.clock()))
-            self._relay_stop = True
             self._relay_stopping.set()
             self._outbox_ready.set()
             await relay

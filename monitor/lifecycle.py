@@ -436,32 +436,6 @@ class AlarmEngine:
             self.store.set_admission(ward, bed, None)
         return events
 
-    def reconcile(self, clock: float) -> list[AlarmEvent]:
-        """Resolve what the configuration no longer raises (start-up, after a change).
-
-        An alarm of a rule or level that was disabled or removed, or of a ward that is
-        gone from the rules, would otherwise stay active for ever: no sample feeds a rule
-        that is not in force. Pending conditions of such rules are dropped.
-        """
-        events: list[AlarmEvent] = []
-        for key in list(self.groups):
-            why = self._out_of_force(key)
-            if why is not None:
-                events += self.retire(key, clock, why)
-        return events
-
-    def _out_of_force(self, key: GroupKey) -> str | None:
-        ward, bed, name = key
-        rules = self.rules.default if ward == SYSTEM_WARD else self.rules.for_bed(ward, bed)
-        rule = rules.by_name.get(name)
-        if rule is None:
-            return f"rule {name} is no longer in force for this bed (configuration changed)"
-        gs = self.groups[key]
-        on = {lv.code for lv in rule.levels if lv.on}
-        if gs.alarm is not None and gs.alarm.code not in on:
-            return f"level {gs.alarm.code} is disabled (configuration changed)"
-        return None
-
     def retire(self, key: GroupKey, clock: float, why: str) -> list[AlarmEvent]:
         """End one (bed, rule) machine whose rule is no longer in force."""
         gs = self.groups.get(key)

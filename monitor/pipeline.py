@@ -20,6 +20,7 @@ from monitor.deadletters import DeadLetters
 from monitor.errors import ConfigError
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
+from monitor.reconcile import reconcile
 from monitor.scoring import ARTIFACT, FLATLINE, INVALID, STALE_ORDER, ScoredBatch, Scorer
 from monitor.scoring.multivariate import FEATURES, BedAnomaly
 from monitor.spool import Record
@@ -80,11 +81,6 @@ class Output:
     history: list[Record] = field(default_factory=list)
     alerts: list[Record] = field(default_factory=list)
     dead: list[Record] = field(default_factory=list)
-
-    @property
-    def mqtt(self) -> list[Record]:
-        """Everything for MQTT: alarm events, then dead letters."""
-        return self.alerts + self.dead
 
 
 INTERNAL_WINDOW_S = 300.0  # system.internal stays active this long after the last error
@@ -194,7 +190,7 @@ class Processor:
     def reconcile(self, now: float) -> Output:
         """At start-up: resolve alarms of rules the configuration no longer raises."""
         out = Output()
-        self._emit(self.alarms.reconcile(now), out)
+        self._emit(reconcile(self.alarms, now), out)
         return out
 
     def tick(self, now: float, system: dict[str, float] | None = None) -> Output:

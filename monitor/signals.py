@@ -184,12 +184,9 @@ class Signals:
         off = (ward, bed, "device.offline")
         if off in self.engine.groups:  # data from the bed: the device is back
             since = max(t, self.engine.groups[off].last_t)
-            for rule in br.get("offline"):
+            for rule in br.get("offline"):  # none if disabled: reconcile() ended it
                 evs += self.engine.feed(off, rule, since, 0.0, now, 0.0, None,
                                         "bedside device sending again")
-            if not br.get("offline"):  # disabled while active: nothing else ends it
-                evs += self.engine.retire(off, now, "device.offline is no longer in force"
-                                          " (configuration changed); device sending again")
         flat = 1.0 if st & FLATLINE else 0.0
         for rule in br.get("flat", name):
             evs += self.engine.feed((ward, bed, rule.name), rule, t, flat, now, v, None,
@@ -337,12 +334,8 @@ class Signals:
 
     def _stale_one(self, ward: str, bed: str, name: str, age: float,
                    clock: float) -> list[AlarmEvent]:
-        rules = self.engine.rules.for_bed(ward, bed).get("stale", name)
         events: list[AlarmEvent] = []
-        if not rules and (ward, bed, f"{name}.stale") in self.engine.groups:
-            events += self.engine.retire((ward, bed, f"{name}.stale"), clock,
-                                         f"{name}.stale is no longer in force")
-        for rule in rules:
+        for rule in self.engine.rules.for_bed(ward, bed).get("stale", name):
             events += self.engine.feed((ward, bed, rule.name), rule, clock, age, clock,
                                        round(age), None,
                                        f"{_SPEC[name].label}: last sample {age / 60:.1f} min ago")

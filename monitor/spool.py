@@ -103,19 +103,6 @@ class Spool:
             raise SpoolError(f"cannot update spool {self.path}: {exc}") from exc
         self._depth[sink] = self._depth.get(sink, 0) - int(n)
 
-    def peek(self, sink: str) -> tuple[int, list[Record]] | None:
-        """The oldest spooled batch of ``sink`` as (id, records), or None."""
-        row = self._db.execute(
-            "SELECT id, body FROM spool WHERE sink = ? ORDER BY id LIMIT 1", (sink,)
-        ).fetchone()
-        return None if row is None else (int(row[0]), orjson.loads(row[1]))
-
-    def delete(self, sink: str, batch_id: int) -> None:
-        n = self._db.execute("SELECT n FROM spool WHERE id = ?", (batch_id,)).fetchone()
-        self._db.execute("DELETE FROM spool WHERE id = ?", (batch_id,))
-        if n is not None:
-            self._depth[sink] = self._depth.get(sink, 0) - int(n[0])
-
     def adopt(self, old: str, new: str) -> None:
         """Hand batches spooled under an old sink name to the sink that now sends them."""
         n = self._depth.pop(old, 0)

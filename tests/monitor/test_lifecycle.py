@@ -57,17 +57,17 @@ class Ward:
                 for t, v in zip(ts, vs, strict=True)]
         events = []
         for i in range(0, len(msgs), 50):  # micro-batches, as live
-            events += self._events(self.p.process(msgs[i:i + 50]).mqtt)
+            events += self._events(self.p.process(msgs[i:i + 50]).alerts)
         return events
 
     def control(self, kind: str, body: Any, at: float, bed: str = "1") -> list[Event]:
         payload = body if isinstance(body, bytes) else orjson.dumps(body)
         out = self.p.process([(f"wardwatch/v1/{kind}/4A/{bed}", payload, T0 + at)])
-        self.dead = [orjson.loads(p) for t, p, _ in out.mqtt if t == "wardwatch/v1/deadletter"]
-        return self._events(out.mqtt)
+        self.dead = [orjson.loads(p) for _, p, _ in out.dead]
+        return self._events(out.alerts)
 
     def tick(self, at: float, **system: float) -> list[Event]:
-        return self._events(self.p.tick(T0 + at, system or None).mqtt)
+        return self._events(self.p.tick(T0 + at, system or None).alerts)
 
     def alarm_id(self, code: str) -> str:
         return next(ev["id"] for ev in reversed(self.raw) if ev["code"] == code)
@@ -370,14 +370,14 @@ def test_the_station_acknowledges_through_the_same_code() -> None:
     out, error = w.p.acknowledge("4A", "1", {"id": aid, "by": "nurse.kim", "action": "ack",
                                              "reason": "fluids started"}, T0 + 30)
     assert error is None
-    assert w._events(out.mqtt) == [(30.0, "map.low", "acknowledged")]
+    assert w._events(out.alerts) == [(30.0, "map.low", "acknowledged")]
     assert ["a", w.raw[-1]] in out.history  # and to history, like every event
     out, error = w.p.acknowledge("4A", "1", {"id": aid, "by": "nurse.kim", "action": "ack"},
                                  T0 + 31)
     assert error is None  # acknowledging again is allowed (it restarts nothing)
     out, error = w.p.acknowledge("4A", "1", {"id": "gone", "by": "kim", "action": "ack"},
                                  T0 + 32)
-    assert error is not None and "no active alarm" in error and out.mqtt == []
+    assert error is not None and "no active alarm" in error and out.alerts == []
 
 
 def test_a_steady_heart_rate_fall_predicts_bradycardia_and_hands_over() -> None:

@@ -53,14 +53,15 @@ def test_disabling_device_offline_while_active_neither_crashes_nor_leaves_it_act
     assert w2.engine.groups == {}
 
 
-def test_data_from_a_bed_whose_offline_rule_went_away_at_runtime_resolves_it(
-        tmp_path: Path) -> None:
+def test_data_from_a_bed_whose_offline_rule_is_gone_does_not_raise(tmp_path: Path) -> None:
     w = Ward(tmp_path / "alarms.db")
     w.control("status", {"status": "offline"}, at=0)
-    # the admission system disables the rule for this patient while the alarm is active
+    # the rule disappears under an active alarm (the review's ValueError on unpacking)
     w.engine.rules.set_patient("4A", "1", parse_overrides(OFF, "t"))
-    events = w.obs("hr", [10], [80])
-    assert events == [(10.0, "device.offline", "resolved")]
+    assert w.obs("hr", [10], [80]) == []
+    assert w.p.metrics.registry.get_sample_value("wardwatch_internal_errors_total",
+                                                 {"stage": "alarms"}) == 0
+    assert _codes(w.p.reconcile(T0 + 11)) == [("1", "device.offline", "resolved")]
 
 
 def test_disabling_hr_stale_resolves_its_active_alarm(tmp_path: Path) -> None:
