@@ -218,9 +218,8 @@ class Processor:
         """Count a caught bug, dead-letter what it was working on, and keep going."""
         self._internal.labels(stage).inc()
         self._last_internal = max(self._last_internal, now)
-        if stage not in ("alarms", "clock"):  # those were logged where they were caught
-            log.error("internal error in %s (%s); dead-lettered, going on", stage, what,
-                      exc_info=exc)
+        log.error("internal error in %s (%s); dead-lettered, going on", stage, what,
+                  exc_info=exc)
         rej = Rejection("internal_error", f"{stage}: {type(exc).__name__}: {exc}"[:500])
         self.dead.add(topic or f"wardwatch/internal/{stage}", payload, rej, now)
 
