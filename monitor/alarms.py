@@ -106,6 +106,10 @@ class AuditEntry:
     #              sounded_again | admitted | discharged | rejected
     by: str
     detail: str
+    #: who the sender was, as authenticated outside the message: ``station`` (signed in
+    #: to the page), ``mqtt:<broker user>`` (an ack topic's last level), ``mqtt`` (the
+    #: plain ack topic: unverified) or "" (wardwatch itself)
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True)

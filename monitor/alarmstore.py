@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     clock REAL NOT NULL, ward TEXT NOT NULL, bed TEXT NOT NULL, alarm_id TEXT NOT NULL,
     code TEXT NOT NULL, priority TEXT NOT NULL, action TEXT NOT NULL, by TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL, client TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_clock ON audit (clock);
 CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
@@ -63,6 +63,10 @@ class AlarmStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db = connect(self.path, what="alarm store", schema=_SCHEMA)
+        cols = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+        if "client" not in cols:  # a store from before senders were recorded
+            with self._db:
+                self._db.execute("ALTER TABLE audit ADD COLUMN client TEXT NOT NULL DEFAULT ''")
 
     def groups(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         rows = self._db.execute("SELECT ward, bed, rule, state FROM alarm_state")
@@ -92,9 +96,9 @@ class AlarmStore:
                         (ward, bed, rule, orjson.dumps(state).decode()))
             self._db.executemany(
                 "INSERT INTO audit (clock, ward, bed, alarm_id, code, priority, action, by,"
-                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " detail, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(a.clock, a.ward, a.bed, a.alarm_id, a.code, a.priority, a.action, a.by,
-                  a.detail) for a in audit])
+                  a.detail, a.client) for a in audit])
 
     def unsent(self, limit: int = 500) -> list[tuple[int, str, str]]:
         """The oldest events not yet acknowledged by the broker: (seq, topic, payload)."""
@@ -122,8 +126,8 @@ class AlarmStore:
     def audit_log(self, *, ward: str | None = None, alarm_id: str | None = None,
                   limit: int = 200) -> list[dict[str, Any]]:
         """The newest audit lines first."""
-        sql = ("SELECT seq, clock, ward, bed, alarm_id, code, priority, action, by, detail"
-               " FROM audit")
+        sql = ("SELECT seq, clock, ward, bed, alarm_id, code, priority, action, by, detail,"
+               " client FROM audit")
         where, args = [], []
         if ward is not None:
             where.append("ward = ?")
@@ -135,7 +139,7 @@ class AlarmStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         cols = ("seq", "clock", "ward", "bed", "alarm_id", "code", "priority", "action", "by",
-                "detail")
+                "detail", "client")
         return [dict(zip(cols, row, strict=True))
                 for row in self._db.execute(sql, (*args, limit))]
 

@@ -95,6 +95,14 @@ class AlarmSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AckSettings:
+    # broker users (the last level of wardwatch/v1/ack/{ward}/{bed}/{client}) whose MQTT
+    # acks are accepted; empty: any sender, including the plain ack/{ward}/{bed} topic.
+    # Acks from the station page are signed in there and are not affected.
+    trusted_clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     dir: str = field(default_factory=_default_state_dir)
 
@@ -108,6 +116,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    acks: AckSettings = field(default_factory=AckSettings)
     # [rules."<ward>"."<alarm code>"] tables ("*": every ward), parsed by monitor.ruleset
     rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"
@@ -116,7 +125,12 @@ class Settings:
 _SECTIONS = {f.name: f for f in fields(Settings) if f.name not in ("log_level", "rules")}
 
 
-def _coerce(value: Any, typ: type, where: str) -> Any:
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if typ == tuple[str, ...]:  # a TOML list of strings, or "a,b" from the environment
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(x, str) for x in items):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(x.strip() for x in items if x.strip())
     if typ is bool:
         if isinstance(value, str):
             low = value.strip().lower()

@@ -57,7 +57,8 @@ class Daemon:
         engine = AlarmEngine(RuleSet(settings.rules), settings.alarms, store=self.alarm_store,
                              system_bed=settings.mqtt.client_id)
         self.processor = Processor(self.metrics, settings.ingest.limits(), engine,
-                                   trend_hours=settings.http.trend_hours)
+                                   trend_hours=settings.http.trend_hours,
+                                   trusted_clients=settings.acks.trusted_clients)
         self.accounts = Accounts(store / "station.db", idle_s=settings.http.session_idle_s,
                                  max_s=settings.http.session_max_s)
         # the intake's slots bound this queue: a full queue stops paho reading the socket

@@ -312,9 +312,10 @@ class AlarmEngine:
             return [ev]
         return []
 
-    def _audit(self, clock: float, ev: AlarmEvent, action: str, by: str, detail: str) -> None:
+    def _audit(self, clock: float, ev: AlarmEvent, action: str, by: str, detail: str,
+               client: str = "") -> None:
         self.audit.append(AuditEntry(clock, ev.ward, ev.bed, ev.id, ev.code, ev.priority, action,
-                                     by, detail))
+                                     by, detail, client))
 
     # -- inputs -----------------------------------------------------------------------
     def update(self, batch: ScoredBatch, streams: StreamTable,
@@ -345,12 +346,20 @@ class AlarmEngine:
         return events
 
     # -- commands from people and devices ------------------------------------------
-    def ack(self, ward: str, bed: str, request: Mapping[str, Any], clock: float) -> AckResult:
-        """Acknowledge or snooze one alarm (MQTT ``wardwatch/v1/ack/...`` or the station)."""
+    def ack(self, ward: str, bed: str, request: Mapping[str, Any], clock: float, *,
+            client: str = "", refuse: str = "") -> AckResult:
+        """Acknowledge or snooze one alarm (MQTT ``wardwatch/v1/ack/...`` or the station).
+
+        ``client``: the sender as authenticated outside the message (see
+        :class:`~monitor.alarms.AuditEntry`), audited next to ``by``. ``refuse``: why the
+        sender may not ack (an untrusted client): audited as rejected, nothing changes.
+        """
         by = str(request.get("by", ""))
         aid = str(request.get("id", ""))
         reason = str(request.get("reason", ""))
         try:
+            if refuse:
+                raise AckError(refuse)
             key = self.by_id.get(aid)
             if key is None or key[:2] != (ward, bed):
                 raise AckError(f"no active alarm {aid!r} on {ward}/{bed}")
@@ -374,7 +383,7 @@ class AlarmEngine:
                 raise AckError(f"action must be 'ack' or 'snooze', got {action!r}")
         except AckError as exc:
             self.audit.append(AuditEntry(clock, ward, bed, aid, "", "", "rejected", by,
-                                         f"{exc}; {reason}".rstrip("; ")))
+                                         f"{exc}; {reason}".rstrip("; "), client))
             return AckResult([], str(exc))
         gs.snooze_until = until
         gs.acked_by = by
@@ -385,7 +394,7 @@ class AlarmEngine:
         gs.alarm = ev
         self.dirty.add(key)
         self._audit(clock, ev, "snoozed" if action == "snooze" else "acknowledged", by,
-                    f"{what}{extra}; {reason}".rstrip("; "))
+                    f"{what}{extra}; {reason}".rstrip("; "), client)
         events = [ev]
         if gs.latched:  # the condition had already cleared
             rule = self.rules.for_bed(ward, bed).by_name.get(key[2])

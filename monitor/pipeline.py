@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,8 +92,10 @@ class Processor:
 
     def __init__(self, metrics: Metrics, limits: Limits | None = None,
                  engine: AlarmEngine | None = None, *, replay: bool = False,
-                 trend_hours: float = 24.0) -> None:
+                 trend_hours: float = 24.0, trusted_clients: Sequence[str] = ()) -> None:
         self.metrics = metrics
+        # MQTT acks count only from these broker users (empty: from anyone)
+        self.trusted_clients = frozenset(trusted_clients)
         self.replay = replay  # observation time is the alarm clock (replays, evaluation)
         self.limits = limits or DEFAULT_LIMITS
         self.scorer = Scorer()
@@ -279,7 +282,7 @@ class Processor:
                     ) -> tuple[Output, str | None]:
         """An ack or snooze from the station page (already signed in and validated)."""
         out = Output()
-        res = self.alarms.ack(ward, bed, request, now)
+        res = self.alarms.ack(ward, bed, request, now, client="station")
         self.metrics.commands.labels("ack", "rejected" if res.error else "accepted").inc()
         self._emit(res.events, out)
         return out, res.error
@@ -299,10 +302,17 @@ class Processor:
         events: list[AlarmEvent] = []
         if err is None and cmd.body:
             if cmd.kind == "ack":
-                res = self.alarms.ack(cmd.ward, cmd.bed, cmd.body, now)
+                trusted = not self.trusted_clients or cmd.client in self.trusted_clients
+                refuse = "" if trusted else (
+                    f"broker user {cmd.client!r} is not in [acks] trusted_clients"
+                    if cmd.client else
+                    "no broker user: ack on wardwatch/v1/ack/{ward}/{bed}/{user}")
+                res = self.alarms.ack(cmd.ward, cmd.bed, cmd.body, now, refuse=refuse,
+                                      client=f"mqtt:{cmd.client}" if cmd.client else "mqtt")
                 events = res.events
                 if res.error:
-                    err = Rejection("unknown_alarm", res.error)
+                    err = Rejection("untrusted_client" if refuse else "unknown_alarm",
+                                    res.error)
             elif cmd.kind == "status":
                 events = self.alarms.device_status(cmd.ward, cmd.bed,
                                                    cmd.body["status"] == "online", now)

@@ -41,6 +41,8 @@ CONTROL_SUBSCRIPTIONS: Final = tuple(f"wardwatch/v1/{k}/#" for k in CONTROL_KIND
 
 # Ward and bed names: short, printable, safe as MQTT topic levels and InfluxDB tags.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+#: a broker user name as the last level of an ack topic (no wildcards, no separators)
+_CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 REASONS: Final = (
     "bad_topic",
@@ -271,6 +273,10 @@ class Command:
     bed: str
     body: dict[str, Any] = field(default_factory=dict)
     error: Rejection | None = None
+    #: an ack's sender as the broker authenticated it: the last level of
+    #: ``wardwatch/v1/ack/{ward}/{bed}/{client}``, which the shipped ACL lets each station
+    #: write under its own user name only; "" for the plain ``ack/{ward}/{bed}`` topic
+    client: str = ""
 
 
 def control_kind(topic: str) -> str | None:
@@ -291,12 +297,16 @@ def decode_command(topic: str, payload: bytes) -> Command:
     """
     kind = control_kind(topic) or ""
     rest = topic.split("/")[3:]
-    if not kind or len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest):
+    client = rest.pop() if kind == "ack" and len(rest) == 3 else ""
+    if not kind or len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest) \
+            or (client and not _CLIENT.fullmatch(client)):
         return Command(kind, "", "", error=Rejection(
-            "bad_topic", f"not wardwatch/v1/{kind or '{kind}'}/{{ward}}/{{bed}}"))
+            "bad_topic", f"not wardwatch/v1/{kind or '{kind}'}/{{ward}}/{{bed}}"
+                         + ("[/{client}]" if kind == "ack" else "")))
     ward, bed = rest
     if len(payload) > 65536:
-        return Command(kind, ward, bed, error=Rejection("oversized", f"{len(payload)} bytes"))
+        return Command(kind, ward, bed, error=Rejection("oversized", f"{len(payload)} bytes"),
+                       client=client)
     if kind == "status":
         word = payload.strip().lower()
         if not word:
@@ -305,13 +315,15 @@ def decode_command(topic: str, payload: bytes) -> Command:
             return Command(kind, ward, bed, {"status": word.decode()})
     doc = _loads(payload)
     if doc is _MALFORMED:
-        return Command(kind, ward, bed, error=Rejection("malformed_json", "not UTF-8 JSON"))
+        return Command(kind, ward, bed, error=Rejection("malformed_json", "not UTF-8 JSON"),
+                       client=client)
     schema = {"ack": "ack", "admit": "admission", "status": "status"}[kind]
     try:
         _validate_control[schema](doc)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return Command(kind, ward, bed, error=Rejection("bad_command", exc.message[:200]))
-    return Command(kind, ward, bed, doc)
+        return Command(kind, ward, bed, error=Rejection("bad_command", exc.message[:200]),
+                       client=client)
+    return Command(kind, ward, bed, doc, client=client)
 
 
 def validate_ack(body: Any) -> str | None:

@@ -41,7 +41,9 @@ def test_documented_example_config_names_every_key_with_its_default() -> None:
         keys = {f.name for f in fields(value)}
         assert set(documented[section.name]) == keys, section.name
         for key in keys - {"dir"}:
-            assert documented[section.name][key] == getattr(value, key), f"{section.name}.{key}"
+            doc = documented[section.name][key]
+            doc = tuple(doc) if isinstance(doc, list) else doc
+            assert doc == getattr(value, key), f"{section.name}.{key}"
     assert load(path, env={}).influx.api == "v1"
 
 
@@ -59,6 +61,7 @@ def test_documented_example_config_names_every_key_with_its_default() -> None:
         ("[alarms]\nsnooze_default_s = 7200.0\n", {}),
         ("", {"WARDWATCH_METRICS_PORT": "many"}),
         ("", {"WARDWATCH_MQTT_NOPE": "1"}),
+        ("[acks]\ntrusted_clients = [1]\n", {}),
     ],
 )
 def test_bad_settings_are_refused(tmp_path: Path, toml: str, env: dict[str, str]) -> None:
@@ -66,6 +69,14 @@ def test_bad_settings_are_refused(tmp_path: Path, toml: str, env: dict[str, str]
     cfg.write_text(toml)
     with pytest.raises(ConfigError):
         load(cfg, env=env)
+
+
+def test_trusted_clients_from_a_list_or_the_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('[acks]\ntrusted_clients = ["station-4A", "pager-gw"]\n')
+    assert load(cfg, env={}).acks.trusted_clients == ("station-4A", "pager-gw")
+    env = {"WARDWATCH_ACKS_TRUSTED_CLIENTS": "station-4B, station-4C,"}
+    assert load(cfg, env=env).acks.trusted_clients == ("station-4B", "station-4C")
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ exact event sequence.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,11 @@ class Ward:
     """A processing stage with its alarm engine, driven in observation time."""
 
     def __init__(self, store: Path | None = None, settings: AlarmSettings | None = None,
-                 rules: RuleSet | None = None) -> None:
+                 rules: RuleSet | None = None, trusted_clients: tuple[str, ...] = ()) -> None:
         self.store = AlarmStore(store) if store is not None else None
         engine = AlarmEngine(rules, settings, store=self.store)
         self.p = Processor(Metrics(CollectorRegistry()), Limits(max_past_s=0), engine,
-                           replay=True)
+                           replay=True, trusted_clients=trusted_clients)
         self.engine = engine
         self.raw: list[dict[str, Any]] = []
 
@@ -276,6 +277,40 @@ def test_acks_are_validated_audited_and_refusals_dead_lettered(tmp_path: Path) -
         ("firing", "wardwatch"), ("rejected", "kim"), ("acknowledged", "kim")]
     acked = log[0]
     assert acked["clock"] == T0 + 20 and "seen" in acked["detail"]
+
+
+def test_acks_record_the_broker_user_and_only_trusted_ones_count(tmp_path: Path) -> None:
+    w = Ward(store=tmp_path / "alarms.db", trusted_clients=("station-4A",))
+    w.obs("sbp", [0.0], [85.0])
+    aid = w.alarm_id("sbp.news2.3")
+    ack = {"id": aid, "by": "dr.nobody", "action": "ack"}
+    assert w.control("ack", ack, at=10) == []  # the plain topic names no broker user
+    assert w.dead[0]["reason"] == "untrusted_client"
+    assert w.control("ack", ack, at=11, bed="1/pager-gw") == []
+    assert w.dead[0]["reason"] == "untrusted_client" and "pager-gw" in w.dead[0]["detail"]
+    assert w.control("ack", {**ack, "by": "kim"}, at=12, bed="1/station-4A") == [
+        (12.0, "sbp.news2.3", "acknowledged")]
+    assert w.control("ack", ack, at=13, bed="1/x/y") == []
+    assert w.dead[0]["reason"] == "bad_topic"
+    assert w.store is not None
+    log = [(e["action"], e["by"], e["client"]) for e in reversed(w.store.audit_log())]
+    assert log == [("firing", "wardwatch", ""), ("rejected", "dr.nobody", "mqtt"),
+                   ("rejected", "dr.nobody", "mqtt:pager-gw"),
+                   ("acknowledged", "kim", "mqtt:station-4A")]
+
+
+def test_an_audit_log_from_before_senders_were_recorded_opens(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "alarms.db")
+    db.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, clock REAL NOT NULL,"
+               " ward TEXT NOT NULL, bed TEXT NOT NULL, alarm_id TEXT NOT NULL,"
+               " code TEXT NOT NULL, priority TEXT NOT NULL, action TEXT NOT NULL,"
+               " by TEXT NOT NULL, detail TEXT NOT NULL)")
+    db.execute("INSERT INTO audit VALUES (1, 5.0, '4A', '1', 'a1', 'hr.news2.3', 'high',"
+               " 'acknowledged', 'kim', '')")
+    db.commit()
+    db.close()
+    store = AlarmStore(tmp_path / "alarms.db")
+    assert [(e["by"], e["client"]) for e in store.audit_log()] == [("kim", "")]
 
 
 def test_a_restart_in_the_middle_keeps_the_state(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """deploy/mosquitto as an installer uses it: Debian's main config, our files in conf.d.
 
 The shipped files are used as they are; only their absolute paths (/etc/mosquitto,
-/var/lib/mosquitto) move into a temp directory and the listener to a free port.
+/var/lib/mosquitto) move into a temp directory and the two listeners to free ports.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -13,14 +14,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import orjson
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import REPO, services_mod
+from monitor.config import AckSettings, MetricsSettings, MqttSettings, Settings, StoreSettings
+from tests.conftest import REPO, RunningDaemon, services_mod
+from tests.monitor.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -34,24 +40,32 @@ include_dir /etc/mosquitto/conf.d
 USERS = {"wardwatch": "pw-w", "4A/12": "pw-d", "station-4A": "pw-s"}
 
 
+@dataclass(frozen=True)
+class Broker:
+    port: int  # the ward network's listener (1883 as shipped)
+    daemon_port: int  # the daemon's loopback listener (1884)
+
+
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[int]:
+def broker(tmp_path: Path) -> Iterator[Broker]:
     etc, var = tmp_path / "etc", tmp_path / "var"
     (etc / "conf.d").mkdir(parents=True)
     var.mkdir()
-    port = services_mod.free_port()
+    port, daemon_port = services_mod.free_port(), services_mod.free_port()
 
     def place(text: str) -> str:
         return (text.replace("/etc/mosquitto/", f"{etc}/").replace("/var/lib/mosquitto/",
                                                                     f"{var}/")
-                .replace("listener 1883", f"listener {port} 127.0.0.1"))
+                .replace("listener 1883\n", f"listener {port} 127.0.0.1\n")
+                .replace("listener 1884 127.0.0.1\n", f"listener {daemon_port} 127.0.0.1\n"))
 
     # as services.py: stay the test's user (as root Mosquitto would switch to a
     # `mosquitto` user that cannot read the test's temp directory)
     user = "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
     (etc / "mosquitto.conf").write_text(place(DEBIAN_MAIN) + f"user {user}\n")
     shipped = (REPO / "deploy" / "mosquitto" / "wardwatch.conf").read_text()
-    assert "listener 1883\n" in shipped and "acl_file /etc/mosquitto/wardwatch.acl\n" in shipped
+    assert "listener 1883\n" in shipped and "listener 1884 127.0.0.1\n" in shipped
+    assert "acl_file /etc/mosquitto/wardwatch.acl\n" in shipped
     (etc / "conf.d" / "wardwatch.conf").write_text(place(shipped))
     shutil.copy(REPO / "deploy" / "mosquitto" / "wardwatch.acl", etc / "wardwatch.acl")
     first = True
@@ -63,12 +77,12 @@ def broker(tmp_path: Path) -> Iterator[int]:
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        while not _listening(port):
+        while not (_listening(port) and _listening(daemon_port)):
             if proc.poll() is not None:
                 raise AssertionError(f"mosquitto did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "mosquitto did not listen"
             time.sleep(0.1)
-        yield port
+        yield Broker(port, daemon_port)
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
@@ -98,22 +112,22 @@ def _client(port: int, user: str | None, client_id: str) -> tuple[paho.Client, A
 
 
 def test_shipped_broker_config_starts_refuses_anonymous_and_confines_each_device(
-        broker: int) -> None:
-    _, rc = _client(broker, None, "anon")
+        broker: Broker) -> None:
+    _, rc = _client(broker.port, None, "anon")
     assert rc.is_failure  # Mosquitto 2 with allow_anonymous false: not authorised
 
     got: list[str] = []
     subscribed = threading.Event()
-    daemon, rc = _client(broker, "wardwatch", "wardwatch")
+    daemon, rc = _client(broker.daemon_port, "wardwatch", "wardwatch")
     assert not rc.is_failure
     daemon.on_message = lambda _c, _u, msg: got.append(msg.topic)
     daemon.on_subscribe = lambda *_: subscribed.set()
     daemon.subscribe([("wardwatch/v1/obs/#", 1), ("wardwatch/v1/status/#", 1)])
     assert subscribed.wait(10)
 
-    device, rc = _client(broker, "4A/12", "device-4A-12")
+    device, rc = _client(broker.port, "4A/12", "device-4A-12")
     assert not rc.is_failure
-    station, _ = _client(broker, "station-4A", "station-4A")
+    station, _ = _client(broker.port, "station-4A", "station-4A")
     for c, topic in ((device, "wardwatch/v1/obs/4A/13"),   # another bed: denied
                      (device, "wardwatch/v1/status/4B/1"),  # another ward: denied
                      (station, "wardwatch/v1/obs/4A/12"),   # a station is no device
@@ -129,3 +143,58 @@ def test_shipped_broker_config_starts_refuses_anonymous_and_confines_each_device
     for c in (daemon, device, station):
         c.disconnect()
         c.loop_stop()
+
+
+async def test_nobody_takes_the_daemons_id_and_acks_carry_the_broker_user(
+        broker: Broker, tmp_path: Path) -> None:
+    """The daemon on its loopback listener; devices and stations on the ward listener."""
+    settings = Settings(
+        mqtt=MqttSettings(url=f"mqtt://wardwatch:{USERS['wardwatch']}@127.0.0.1:"
+                              f"{broker.daemon_port}", client_id="wardwatch"),
+        metrics=MetricsSettings(port=0), store=StoreSettings(dir=str(tmp_path / "store")),
+        acks=AckSettings(trusted_clients=("station-4A",)))
+    rd = RunningDaemon(settings)
+    daemon = await rd.start()
+
+    def reconnects() -> float:
+        return daemon.registry.get_sample_value("wardwatch_mqtt_reconnects_total",
+                                                {"client": "ingest"}) or 0.0
+
+    def ward_client(user: str, identifier: str, port: int | None = None) -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1", port or broker.port, username=user,
+                              password=USERS[user], identifier=identifier)
+
+    try:
+        # three tries to connect as the daemon from the ward network
+        for _ in range(3):
+            async with ward_client("station-4A", "wardwatch"):
+                pass
+        now = time.time()
+        obs = [{"metric": "hr", "t": now - 40 + 5 * k, "v": 140, "unit": "/min"}
+               for k in range(9)]
+        async with ward_client("station-4A", "station") as station:
+            await station.subscribe("wardwatch/v1/alerts/4A/#", qos=1)
+            async with ward_client("4A/12", "device") as device:
+                await device.publish("wardwatch/v1/obs/4A/12", orjson.dumps({"obs": obs}), qos=1)
+            async with asyncio.timeout(30):
+                firing = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+            assert (firing["code"], firing["state"]) == ("hr.news2.3", "firing")
+            ack = {"id": firing["id"], "by": "nurse.kim", "action": "ack"}
+            # another name and no name: the ACL drops both; then the station's own topic
+            for topic in ("wardwatch/v1/ack/4A/12/dr.nobody", "wardwatch/v1/ack/4A/12",
+                          "wardwatch/v1/ack/4A/12/station-4A"):
+                await station.publish(topic, orjson.dumps(ack), qos=1)
+            async with asyncio.timeout(30):
+                acked = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+        assert acked["state"] == "acknowledged" and "by nurse.kim" in acked["message"]
+        people = [(e["action"], e["by"], e["client"]) for e in daemon.alarm_store.audit_log()
+                  if e["action"] not in ("firing", "latched")]
+        assert people == [("acknowledged", "nurse.kim", "mqtt:station-4A")]
+        assert reconnects() == 0  # the ward listener gave the intruder its own id
+
+        # the same try on the daemon's listener does knock it off: that listener must stay
+        # reachable from the broker's host only
+        async with ward_client("station-4A", "wardwatch", broker.daemon_port):
+            await eventually(lambda: reconnects() >= 1 or None, "the takeover")
+    finally:
+        await rd.stop()

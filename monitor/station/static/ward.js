@@ -225,7 +225,8 @@ async function refreshAudit() {
     ww.el("td", { text: `${e.ward}/${e.bed}` }),
     ww.el("td", { text: e.code || e.alarm_id || "—" }),
     ww.el("td", { text: e.action }),
-    ww.el("td", { text: e.by }),
+    ww.el("td", { text: e.by, title: e.client ? `sent through ${e.client}` : "" },
+      e.client && e.client !== "station" ? ww.el("small", { text: ` via ${e.client}` }) : null),
     ww.el("td", { text: e.detail })));
   document.getElementById("audit-rows").replaceChildren(...rows);
 }
