@@ -9,6 +9,7 @@ every stream. The state machines themselves are in :mod:`monitor.lifecycle`.
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,41 @@ STALE_CADENCES = 3.0  # a stream is stale after this many of its own intervals a
 _SLOPE_OF_NOTE = np.array([2.0 if m.name == "glucose" else np.inf for m in METRICS] + [np.inf])
 
 
+_HR, _SBP = METRIC_IDS["hr"], METRIC_IDS["sbp"]
+_NOT_A_VALUE = ARTIFACT | FLATLINE | STALE_ORDER | INVALID  # not a stream's newest value
+
+
+class _Walk:
+    """One bed's samples in a batch: ``pos`` its positions in the batch's time order,
+    ``marks`` those of its flagged samples (both ascending)."""
+
+    __slots__ = ("bed", "marks", "pos", "ward")
+
+    def __init__(self, ward: str, bed: str, pos: Any, marks: Any) -> None:
+        self.ward, self.bed, self.pos, self.marks = ward, bed, pos, marks
+
+    def at(self, p: int) -> int:
+        """The index in ``pos`` of position ``p``."""
+        return int(np.searchsorted(self.pos, p))
+
+
+class _Columns:
+    """A batch's columns as Python lists, in the batch's time order."""
+
+    __slots__ = ("fc", "sid", "slope", "status", "t", "thi", "tlo", "v")
+
+    def __init__(self, batch: ScoredBatch, rows: Any) -> None:
+        out = batch.out[rows]
+        self.sid = batch.sid[rows].tolist()
+        self.t = batch.t[rows].tolist()
+        self.v = batch.v[rows].tolist()
+        self.status = batch.status[rows].tolist()
+        self.tlo = out[:, L.O_TLO].tolist()
+        self.thi = out[:, L.O_THI].tolist()
+        self.slope = out[:, L.O_SLOPE].tolist()
+        self.fc = out[:, L.O_FC].tolist()
+
+
 class Signals:
     """The engine's inputs: per batch, the samples of beds that need a look; per tick,
     stream ages. Keeps the newest accepted value per stream (bed-level rules), the last
@@ -87,6 +123,8 @@ class Signals:
         self.monitored_since: dict[BedKey, float] = {}
         self._limits: Any = np.empty(0)
         self._limits_at = (-1, -1)
+        self._bed_index: dict[BedKey, int] = {}
+        self._bed_ids: Any = np.empty(0, dtype=np.int64)  # per stream row: its bed's number
 
     def forget(self, ward: str, bed: str, clock: float) -> None:
         """A new admission or a discharge: the bed's old values and streams are history."""
@@ -102,44 +140,118 @@ class Signals:
         """(row in ``batch``, event) for every change ``batch`` causes, in time order.
 
         ``clock`` None: a replay, where observation time is the clock.
-        Only beds where something could change are visited sample by sample: a bed
-        with a live condition or alarm, custom thresholds, or a sample outside the
-        normal band, flagged, or predicted to cross; the rest only refresh their
-        newest values.
+
+        Only the samples where something could change are judged one by one: a bed is
+        *quiet* while it has no live condition or alarm, no recent drift decision, no
+        custom thresholds and no HR or SBP outside its normal band, and a quiet bed's
+        next sample matters only if it is *flagged*: outside the normal band, flagged by
+        the kernel, predicted to cross within the hour, or changing fast. So each bed is
+        walked from flagged sample to flagged sample, sample by sample only while it is
+        not quiet; the samples in between only refresh its newest values. This gives
+        the same events as judging every sample (``reference``, the property test's
+        reference) at the cost of the samples that matter.
         """
+        return self._update(batch, streams, clock, reference=False)
+
+    def reference(self, batch: ScoredBatch, streams: StreamTable,
+                  clock: float | None = None) -> list[tuple[int, AlarmEvent]]:
+        """:meth:`update` judging every sample: the plain reference for tests."""
+        return self._update(batch, streams, clock, reference=True)
+
+    def _update(self, batch: ScoredBatch, streams: StreamTable, clock: float | None,
+                reference: bool) -> list[tuple[int, AlarmEvent]]:
         n = len(batch)
         if n == 0:
             return []
         keys = streams.keys
         self._grow(streams)
-        status = batch.status
         known = batch.metric < len(METRICS)  # generic streams raise nothing
         metric = np.where(known, batch.metric, len(METRICS))
-        flagged = ((batch.band != _NORMAL_BAND[metric]) | ((status & (FLATLINE | DRIFT)) != 0)
+        flagged = ((batch.band != _NORMAL_BAND[metric])
+                   | ((batch.status & (FLATLINE | DRIFT)) != 0)
                    | (batch.out[:, L.O_TLO] <= 3600.0) | (batch.out[:, L.O_THI] <= 3600.0)
                    | (np.abs(batch.out[:, L.O_SLOPE]) >= _SLOPE_OF_NOTE[metric])) & known
-        beds: set[BedKey] = {keys[s][:2] for s in np.unique(batch.sid[flagged]).tolist()}
-        beds |= self.engine.hot.keys() | self.engine.rules.custom_beds()
-        if self.engine.rules.custom_wards:  # ward-wide custom thresholds: every bed of the ward
-            for s in np.unique(batch.sid[known]).tolist():
-                bk = keys[s][:2]
-                if bk not in beds and self.engine.rules.for_bed(*bk).custom:
-                    beds.add(bk)
-        events: list[tuple[int, AlarmEvent]] = []
-        visited = np.zeros(batch.sid.shape, dtype=bool)
-        if beds:
-            chosen = [s for ward, bed in beds for m in range(len(METRICS))
-                      if (s := streams.find(ward, bed, m)) is not None]
-            visited = np.isin(batch.sid, chosen) & known
-            rows = np.flatnonzero(visited)
-            rows = rows[np.argsort(batch.t[rows], kind="stable")]
-            events = self._rows(batch, streams, rows, clock)
-        # everyone else: newest accepted values, for the next batch's bed-level rules
-        rest = np.unique(batch.sid[known & ~visited])
-        self._lat_t[rest] = streams.value_t[rest]
-        self._lat_v[rest] = streams.value[rest]
-        events.sort(key=lambda ie: ie[1].t)
-        return events
+        # every known sample in time order (stable: a batch's order breaks ties), and
+        # per bed, where its samples and its flagged samples stand in that order
+        rows = np.flatnonzero(known)
+        rows = rows[np.argsort(batch.t[rows], kind="stable")]
+        if rows.size == 0:
+            return []
+        sid = batch.sid[rows]
+        bid = self._bed_ids_for(keys)[sid]
+        order = np.argsort(bid, kind="stable")  # per bed, positions in time order
+        cuts = np.flatnonzero(np.diff(bid[order])) + 1
+        walks: list[_Walk] = []
+        for part in np.split(order, cuts):
+            ward, bed, _ = keys[int(sid[part[0]])]
+            marks = part[flagged[rows[part]]]
+            walks.append(_Walk(ward, bed, part, marks))
+        cols = _Columns(batch, rows)
+        events: list[tuple[int, int, AlarmEvent]] = []
+        heap: list[tuple[int, int]] = []
+        for w, walk in enumerate(walks):
+            nxt = 0 if reference else self._next(walk, -1, batch, rows)
+            if nxt is not None:
+                heapq.heappush(heap, (int(walk.pos[nxt]), w))
+        while heap:
+            p, w = heapq.heappop(heap)
+            walk = walks[w]
+            for ev in self._row(cols, p, keys, clock):
+                events.append((p, len(events), ev))
+            k = walk.at(p)
+            nxt = k + 1 if reference else self._next(walk, k, batch, rows)
+            if nxt is not None and nxt < walk.pos.size:
+                heapq.heappush(heap, (int(walk.pos[nxt]), w))
+        events.sort(key=lambda e: (e[2].t, e[0], e[1]))
+        return [(int(rows[p]), ev) for p, _, ev in events]
+
+    def _bed_ids_for(self, keys: list[tuple[str, str, int]]) -> Any:
+        """Per stream row, a number for its bed (stream rows are only ever appended)."""
+        have = self._bed_ids.size
+        if have < len(keys):
+            ids = np.empty(len(keys), dtype=np.int64)
+            ids[:have] = self._bed_ids
+            for s in range(have, len(keys)):
+                ids[s] = self._bed_index.setdefault(keys[s][:2], len(self._bed_index))
+            self._bed_ids = ids
+        return self._bed_ids
+
+    def _next(self, walk: _Walk, k: int, batch: ScoredBatch, rows: Any) -> int | None:
+        """The index (in ``walk.pos``) of the bed's next sample to judge after index
+        ``k``; the samples skipped on the way refresh the bed's newest values."""
+        if k + 1 >= walk.pos.size:
+            return None
+        if not self._quiet(walk.ward, walk.bed):
+            return k + 1
+        j = int(np.searchsorted(walk.marks, walk.pos[k] if k >= 0 else -1, side="right"))
+        nxt = int(walk.at(int(walk.marks[j]))) if j < walk.marks.size else walk.pos.size
+        if nxt > k + 1:  # the newest accepted value of each stream among those skipped
+            skipped = rows[walk.pos[k + 1:nxt]]
+            ok = skipped[(batch.status[skipped] & _NOT_A_VALUE) == 0]
+            if ok.size:
+                last = ok[::-1]
+                s, first = np.unique(batch.sid[last], return_index=True)
+                self._lat_t[s] = batch.t[last[first]]
+                self._lat_v[s] = batch.v[last[first]]
+        return nxt if nxt < walk.pos.size else None
+
+    def _quiet(self, ward: str, bed: str) -> bool:
+        """Whether no sample of the bed in its normal band could change anything."""
+        key = (ward, bed)
+        if key in self.engine.hot or self.engine.rules.for_bed(ward, bed).custom:
+            return False
+        if self.drift and any((ward, bed, name) in self.drift for name in _NAMES):
+            return False
+        streams = self._streams
+        if streams is not None:  # an abnormal HR or SBP: a normal one makes bed-level news
+            for m, band, score in ((_HR, NEWS2_PULSE, NEWS2_PULSE_SCORE),
+                                   (_SBP, NEWS2_SBP, NEWS2_SBP_SCORE)):
+                s = streams.find(ward, bed, m)
+                if s is not None:
+                    v = float(self._lat_v[s])
+                    if v == v and score[band.band_of(v)] != 0:
+                        return False
+        return True
 
     def _grow(self, streams: StreamTable) -> None:
         self._streams = streams
@@ -151,26 +263,20 @@ class Signals:
             v[:self._lat_v.size] = self._lat_v
             self._lat_t, self._lat_v = t, v
 
-    def _rows(self, batch: ScoredBatch, streams: StreamTable, rows: Any,
-              clock: float | None) -> list[tuple[int, AlarmEvent]]:
-        keys = streams.keys
-        out = batch.out[rows]
-        cols = zip(rows.tolist(), batch.sid[rows].tolist(), batch.t[rows].tolist(),
-                   batch.v[rows].tolist(), batch.status[rows].tolist(),
-                   out[:, L.O_TLO].tolist(), out[:, L.O_THI].tolist(),
-                   out[:, L.O_SLOPE].tolist(), out[:, L.O_FC].tolist(), strict=True)
-        events: list[tuple[int, AlarmEvent]] = []
-        for i, sid, t, v, st, tlo, thi, slope, fc in cols:
-            if st & (STALE_ORDER | INVALID):
-                continue
-            ward, bed, mid = keys[sid]
-            try:
-                evs = self._sample(ward, bed, mid, sid, t, v, st, tlo, thi, slope, fc, clock)
-            except Exception as exc:  # one bed's fault must not stop the others
-                self.engine.fault("alarms", ward, bed, exc, f"{_NAMES[mid]} sample at t={t}")
-                continue
-            events.extend((i, ev) for ev in evs)
-        return events
+    def _row(self, c: _Columns, p: int, keys: list[tuple[str, str, int]],
+             clock: float | None) -> list[AlarmEvent]:
+        """Every event the sample at position ``p`` causes."""
+        st = c.status[p]
+        if st & (STALE_ORDER | INVALID):
+            return []
+        sid, t = c.sid[p], c.t[p]
+        ward, bed, mid = keys[sid]
+        try:
+            return self._sample(ward, bed, mid, sid, t, c.v[p], st, c.tlo[p], c.thi[p],
+                                c.slope[p], c.fc[p], clock)
+        except Exception as exc:  # one bed's fault must not stop the others
+            self.engine.fault("alarms", ward, bed, exc, f"{_NAMES[mid]} sample at t={t}")
+            return []
 
     def _sample(self, ward: str, bed: str, mid: int, sid: int, t: float, v: float, st: int,
                 tlo: float, thi: float, slope: float, fc: float,
