@@ -26,7 +26,7 @@ from monitor.errors import WardwatchError
 from monitor.lifecycle import AlarmEngine
 from monitor.scoring import GENERIC, INVALID, Scorer
 from monitor.scoring.params import generic_params
-from monitor.timestamps import parse_column
+from monitor.timestamps import MS_FROM, parse_column
 from monitor.vitals import METRIC_IDS, METRICS
 
 
@@ -39,20 +39,107 @@ class ScoreSummary:
 
 
 def read_series(src: Path) -> tuple[Any, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """A ``timestamp,value`` CSV (gzipped if it ends in ``.gz``): the frame as text, epoch
-    seconds and values (NaN where a cell cannot be read). Raises :class:`WardwatchError`."""
-    import pandas as pd
+    """A ``timestamp,value`` CSV (gzipped if it ends in ``.gz``): the table as text, epoch
+    seconds and values (NaN where a cell cannot be read). Raises :class:`WardwatchError`.
+
+    Read with Arrow's multithreaded CSV reader, both columns as text. A column that Arrow
+    converts whole (numbers; RFC 3339 times with their offsets) is taken as converted;
+    anything else (naive or odd ISO forms, unreadable cells) goes through
+    :func:`~monitor.timestamps.parse_column` and pandas, which read cell by cell."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
 
     try:
-        frame = pd.read_csv(src, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, EOFError) as exc:
+        table = pcsv.read_csv(src, convert_options=pcsv.ConvertOptions(
+            column_types={"timestamp": pa.string(), "value": pa.string()},
+            strings_can_be_null=False))
+    except (OSError, pa.ArrowException, EOFError) as exc:
         raise WardwatchError(f"cannot read {src}: {exc}") from exc
-    missing = {"timestamp", "value"} - set(frame.columns)
+    missing = {"timestamp", "value"} - set(table.column_names)
     if missing:
         raise WardwatchError(f"{src}: missing column(s) {', '.join(sorted(missing))}")
-    t = parse_column(frame["timestamp"])
-    v = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
-    return frame, t, v
+    table = table.select(["timestamp", "value"])
+    ts, vs = table["timestamp"], table["value"]
+    t = _numbers(ts)
+    if t is not None:
+        big = np.abs(t) >= MS_FROM  # milliseconds, as parse_column reads them
+        t[big] /= 1000.0
+    else:
+        t = _instants(ts)
+    if t is None:
+        t = parse_column(ts.to_pandas())
+    v = _numbers(vs)
+    if v is None:
+        import pandas as pd
+
+        v = pd.to_numeric(vs.to_pandas(), errors="coerce").to_numpy(dtype=np.float64)
+    return table, t, v
+
+
+def _numbers(col: Any) -> npt.NDArray[np.float64] | None:
+    """The column as float64 (an empty cell: NaN), or None if a cell is not a number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        blank = pc.equal(pc.utf8_trim_whitespace(col), "")
+        out = pc.cast(pc.if_else(blank, None, col), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    arr: npt.NDArray[np.float64] = out.to_numpy(zero_copy_only=False).astype(np.float64)
+    arr[~np.isfinite(arr)] = np.nan
+    return arr
+
+
+def _instants(col: Any) -> npt.NDArray[np.float64] | None:
+    """Epoch seconds of a column of RFC 3339 times (each with its offset), or None if
+    Arrow cannot read every cell that way."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        stamps = pc.cast(col, pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    micros = pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False)
+    secs: npt.NDArray[np.float64] = micros.astype(np.float64) / 1e6
+    return secs
+
+
+def _write(dst: Path, table: Any, score: npt.NDArray[np.float64],
+           forecast: npt.NDArray[np.float64], alerts: dict[int, str]) -> None:
+    """OUT, with Arrow's CSV writer: no quotes unless a cell needs them; NaN as empty.
+    ``alerts``: the codes of the few rows that have any."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    n = table.num_rows
+    codes = sorted(set(alerts.values()))
+    index = np.zeros(n, dtype=np.int32)  # 0: "" (no alert)
+    if alerts:
+        at = {c: i + 1 for i, c in enumerate(codes)}
+        index[np.fromiter(alerts.keys(), np.int64, len(alerts))] = [at[c] for c in alerts.values()]
+    alert = pc.cast(pa.DictionaryArray.from_arrays(index, pa.array(["", *codes])), pa.string())
+    out = pa.table({
+        "timestamp": table["timestamp"], "value": table["value"],
+        "score": pa.array(np.round(score, 4), from_pandas=True),
+        "forecast": pa.array(np.round(forecast, 2), from_pandas=True),
+        "alert": alert,
+    })
+    try:
+        for quoting in ("none", "needed"):
+            with open(dst, "wb") as fh:
+                fh.write(",".join(out.column_names).encode() + b"\n")
+                try:
+                    pcsv.write_csv(out, fh, pcsv.WriteOptions(include_header=False,
+                                                              quoting_style=quoting))
+                    break
+                except pa.ArrowInvalid:  # a cell with a comma, quote or line break
+                    if quoting == "needed":
+                        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise WardwatchError(f"cannot write {dst}: {exc}") from exc
 
 
 def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
@@ -63,8 +150,6 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
     observation time) after it sounds, so a latched alarm never hides the next episode;
     0: nobody answers."""
     import time
-
-    import pandas as pd
 
     started = time.perf_counter()
     frame, t, v = read_series(src)
@@ -98,17 +183,13 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
     forecast = np.empty(n)
     score[back] = batch.score
     forecast[back] = batch.forecast
-    alerts = [""] * n
+    alerts: dict[int, str] = {}  # file row → its codes
     fired = 0
     for j, ev in AlarmEngine(ack_after=ack_after).update(batch, scorer.streams):
         if ev.state == "firing":
             r = int(back[j])
-            alerts[r] = f"{alerts[r]};{ev.code}" if alerts[r] else ev.code
+            alerts[r] = f"{alerts[r]};{ev.code}" if r in alerts else ev.code
             fired += 1
-    out = pd.DataFrame({
-        "timestamp": frame["timestamp"], "value": frame["value"],
-        "score": np.round(score, 4), "forecast": np.round(forecast, 2), "alert": alerts,
-    })
-    out.to_csv(dst, index=False, na_rep="")
+    _write(dst, frame, score, forecast, alerts)
     unreadable = int(np.count_nonzero(batch.has(INVALID)))
     return ScoreSummary(n, unreadable, fired, time.perf_counter() - started)

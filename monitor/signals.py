@@ -90,20 +90,27 @@ class _Walk:
 
 
 class _Columns:
-    """A batch's columns as Python lists, in the batch's time order."""
+    """A batch's columns in its time order, read as Python values a block at a time:
+    the walk touches few rows of a long batch, and most rows of a short one."""
 
-    __slots__ = ("fc", "sid", "slope", "status", "t", "thi", "tlo", "v")
+    BLOCK = 1024
+    __slots__ = ("_blocks", "_cols", "_rows")
 
     def __init__(self, batch: ScoredBatch, rows: Any) -> None:
-        out = batch.out[rows]
-        self.sid = batch.sid[rows].tolist()
-        self.t = batch.t[rows].tolist()
-        self.v = batch.v[rows].tolist()
-        self.status = batch.status[rows].tolist()
-        self.tlo = out[:, L.O_TLO].tolist()
-        self.thi = out[:, L.O_THI].tolist()
-        self.slope = out[:, L.O_SLOPE].tolist()
-        self.fc = out[:, L.O_FC].tolist()
+        self._cols = (batch.sid, batch.t, batch.v, batch.status, batch.out[:, L.O_TLO],
+                      batch.out[:, L.O_THI], batch.out[:, L.O_SLOPE], batch.out[:, L.O_FC])
+        self._rows = rows
+        self._blocks: dict[int, list[tuple[Any, ...]]] = {}
+
+    def __getitem__(self, p: int) -> tuple[Any, ...]:
+        """(sid, t, v, status, tlo, thi, slope, forecast) of position ``p``."""
+        b, i = divmod(p, self.BLOCK)
+        block = self._blocks.get(b)
+        if block is None:
+            rows = self._rows[b * self.BLOCK:(b + 1) * self.BLOCK]
+            block = list(zip(*(c[rows].tolist() for c in self._cols), strict=True))
+            self._blocks[b] = block
+        return block[i]
 
 
 class Signals:
@@ -266,14 +273,12 @@ class Signals:
     def _row(self, c: _Columns, p: int, keys: list[tuple[str, str, int]],
              clock: float | None) -> list[AlarmEvent]:
         """Every event the sample at position ``p`` causes."""
-        st = c.status[p]
+        sid, t, v, st, tlo, thi, slope, fc = c[p]
         if st & (STALE_ORDER | INVALID):
             return []
-        sid, t = c.sid[p], c.t[p]
         ward, bed, mid = keys[sid]
         try:
-            return self._sample(ward, bed, mid, sid, t, c.v[p], st, c.tlo[p], c.thi[p],
-                                c.slope[p], c.fc[p], clock)
+            return self._sample(ward, bed, mid, sid, t, v, st, tlo, thi, slope, fc, clock)
         except Exception as exc:  # one bed's fault must not stop the others
             self.engine.fault("alarms", ward, bed, exc, f"{_NAMES[mid]} sample at t={t}")
             return []

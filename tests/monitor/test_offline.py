@@ -141,3 +141,16 @@ def test_score_cli_takes_ack_after(tmp_path: Path) -> None:
     assert main(["score", "--metric", "glucose", "--input", str(src), "--output", str(dst),
                  "--ack-after", "0"]) == 0
     assert [a for _, a in _fired(dst)].count("glucose.low.l2") == 1
+
+
+def test_cells_that_need_quotes_survive_and_plain_files_stay_plain(tmp_path: Path) -> None:
+    t0 = 1_763_856_000
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(src, [(str(t0 + 5 * i), f"{70 + i % 3}") for i in range(50)])
+    score_csv("hr", src, dst)
+    assert dst.read_text().startswith(f"timestamp,value,score,forecast,alert\n{t0},70,")
+    src.write_text(f'timestamp,value\n{t0},"7,5"\n{t0 + 5},"8""0"\n{t0 + 10},81\n')
+    s = score_csv("hr", src, dst)
+    assert s.unreadable == 2
+    assert [(r["timestamp"], r["value"]) for r in read(dst)] == [
+        (str(t0), "7,5"), (str(t0 + 5), '8"0'), (str(t0 + 10), "81")]
