@@ -396,11 +396,18 @@ class RuleSet:
         found = self._cache.get((ward, bed))
         if found is not None:
             return found
-        layers = [self.wards.get("*", {}), self.wards.get(ward, {}),
-                  self.patients.get((ward, bed), {})]
+        patient = self.patients.get((ward, bed), {})
+        if not patient:  # as the rest of its ward: one resolution per ward
+            found = self._cache.get((ward, ""))
+            if found is not None:
+                self._cache[(ward, bed)] = found
+                return found
+        layers = [self.wards.get("*", {}), self.wards.get(ward, {}), patient]
         custom = any(_custom(layer) for layer in layers)
         rules = BedRules(_resolve(layers), custom=custom)
         self._cache[(ward, bed)] = rules
+        if not patient:
+            self._cache[(ward, "")] = rules
         return rules
 
 

@@ -99,3 +99,38 @@ def test_decode_never_raises_and_accepts_only_sound_observations(t: str, p: byte
 def test_decode_command_never_raises(t: str, p: bytes) -> None:
     cmd = decode_command(t, p)
     assert cmd.error is None or cmd.error.reason
+
+
+# Payloads that are mostly sound, so that the typed fast path is taken and left at every
+# kind of flaw: sound observations, and ones with one field drawn from a few bad values.
+SOUND = {"hr": "/min", "sbp": "mm[Hg]", "dbp": "kPa", "map": "mm[Hg]", "glucose": "mmol/L"}
+sound_obs = st.sampled_from(sorted(SOUND)).flatmap(lambda m: st.fixed_dictionaries(
+    {"metric": st.just(m),
+     "t": st.one_of(st.floats(NOW - 4000, NOW + 299), st.integers(int(NOW) - 4000, int(NOW)),
+                    st.just(NOW * 1000), st.just("2025-11-22T23:59:00.5+00:00")),
+     "v": st.floats(1, 30) if SOUND[m] in ("kPa", "mmol/L") else st.integers(30, 200),
+     "unit": st.just(SOUND[m])},
+    optional={"extra": st.sampled_from([1, "x", None])}))
+FLAWS = {"metric": ["spo2", "", "HR"], "unit": ["bpm", "", "mg/dL"],
+         "v": [True, "80", 1e300, -5.0, 0.0, 999.0, -1e-9],
+         "t": [True, 1e300, -1.0, NOW + 301, NOW - 90_000, 946_684_799.0,
+               "2025-11-23T00:00:00", "nope", NOW * 1e6],
+         "patient": [5, None], "obs": [1]}
+flawed_obs = st.tuples(sound_obs, st.sampled_from(sorted(FLAWS)), st.integers(0, 8)).map(
+    lambda x: {**x[0], x[1]: FLAWS[x[1]][x[2] % len(FLAWS[x[1]])]})
+good_obs = st.one_of(sound_obs, sound_obs, sound_obs, flawed_obs)
+good_payload = st.one_of(
+    st.fixed_dictionaries({"obs": st.lists(good_obs, min_size=0, max_size=6)},
+                          optional={"patient": st.sampled_from(["p-1", "x" * 70, 3, None]),
+                                    "note": st.just("hi")}),
+    good_obs,
+).map(orjson.dumps)
+
+
+@FUZZ
+@given(st.sampled_from(["wardwatch/v1/obs/4A/12", "wardwatch/v1/obs/4A"]),
+       st.one_of(good_payload, payload),
+       st.sampled_from([LIMITS, Limits(max_past_s=0)]))
+def test_the_fast_path_decides_exactly_as_the_full_path(t: str, p: bytes,
+                                                        limits: Limits) -> None:
+    assert decode(t, p, NOW, limits) == decode(t, p, NOW, limits, fast=False)

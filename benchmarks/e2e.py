@@ -1,0 +1,180 @@
+"""The whole path, measured from outside: throughput, publish→alarm latency, memory, offline.
+
+    .venv/bin/python benchmarks/e2e.py [--rates 2000 5000] [--seconds 20] [--skip-offline]
+
+One command, one private Mosquitto (deploy/dev/services.py), and in turn:
+
+1. **Throughput** at 1 and 20 observations per message: a paho publisher process at QoS 1,
+   a do-nothing aiomqtt subscriber, then the daemon, on the same messages
+   (``benchmarks/ingest.py``); prints messages/s, observations/s and the ratio.
+2. **Publish→alarm** at each rate: ``wardwatch run`` as its own process; a paced paho
+   publisher sends normal HR from 200 beds at the rate, and every 50 ms one message whose
+   sample makes an immediate high-priority alarm on a bed of its own (SBP 85 mm[Hg]:
+   ``sbp.news2.3``). That sample's observation time is its publish time, and the alarm
+   event names it (``t``), so latency = receipt of the event − ``t``, on one clock. Prints
+   p50/p99/max, how many alarms arrived of those sent, and the daemon's peak RSS.
+3. **Offline** ``score`` on 1M and 5M rows and the marginal rate (``benchmarks/offline.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "benchmarks")]
+
+import ingest  # noqa: E402
+from services import Services, free_port  # noqa: E402
+
+# Paced publisher: background HR at RATE msg/s from 200 beds for SECONDS, and every 50 ms
+# one alarming SBP sample on a fresh bed of ward "AL", its t the publish time.
+PACED = r"""
+import sys, time, orjson, paho.mqtt.client as mqtt
+port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-pub")
+c.max_inflight_messages_set(1000)
+c.max_queued_messages_set(0)
+c.connect("127.0.0.1", port)
+c.loop_start()
+tick, sent, alarms, k = 0.01, 0, 0, 0
+start = time.time()
+next_alarm = start + 0.5
+while True:
+    now = time.time()
+    if now - start >= seconds:
+        break
+    due = int((now - start) * rate) - sent
+    for _ in range(due):
+        bed = k % 200
+        body = {"obs": [{"metric": "hr", "t": now, "v": 60 + k % 29, "unit": "/min"}]}
+        c.publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps(body), qos=1)
+        k += 1
+    sent += max(due, 0)
+    if now >= next_alarm:
+        t = time.time()
+        body = {"obs": [{"metric": "sbp", "t": t, "v": 85, "unit": "mm[Hg]"}]}
+        c.publish(f"wardwatch/v1/obs/AL/{alarms}", orjson.dumps(body), qos=1)
+        alarms += 1
+        next_alarm += 0.05
+    time.sleep(max(0.0, tick - (time.time() - now)))
+c.loop_stop()
+c.disconnect()
+print(sent, alarms, time.time() - start)
+"""
+
+
+def spawn_daemon(url: str, store: str, client_id: str, log: Path) -> subprocess.Popen[bytes]:
+    """``wardwatch run`` as its own process (SQLite history in ``store``)."""
+    env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": client_id}
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--broker", url, "--store", store,
+             "--metrics-port", str(free_port())], cwd=REPO, env=env,
+            stdout=subprocess.DEVNULL, stderr=fh)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def latency(port: int, rate: float, seconds: float) -> None:
+    url = f"mqtt://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as store:
+        log = Path(store) / "daemon.log"
+        daemon = spawn_daemon(url, store, f"e2e-ww-{rate:g}", log)
+        try:
+            got: list[float] = []
+            async with aiomqtt.Client("127.0.0.1", port, identifier=f"e2e-sub-{rate:g}",
+                                      clean_session=True) as sub:
+                await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
+                await _until_subscribed(port, daemon, log)
+                pub = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", PACED, str(port), str(rate), str(seconds),
+                    stdout=asyncio.subprocess.PIPE)
+
+                async def collect() -> None:
+                    async for msg in sub.messages:
+                        ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                        if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
+                            got.append(time.time() - ev["t"])
+
+                task = asyncio.create_task(collect())
+                out, _ = await pub.communicate()
+                sent, alarms, took = out.decode().split()
+                await asyncio.sleep(5.0)  # the last alarms, if the daemon is behind
+                task.cancel()
+            rss = peak_rss_mb(daemon.pid)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+        ms = np.array(got) * 1000
+        achieved = int(sent) / float(took)
+        if ms.size:
+            print(f"{rate:,.0f} msg/s asked ({achieved:,.0f} published): publish->alarm "
+                  f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
+                  f"max {ms.max():.1f} ms; {ms.size} of {alarms} alarms; "
+                  f"daemon peak RSS {rss:.0f} MB")
+        else:
+            print(f"{rate:,.0f} msg/s: no alarm arrived (see {log})")
+
+
+async def _until_subscribed(port: int, daemon: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the daemon's log says it subscribed (its session then holds the rest)."""
+    deadline = time.monotonic() + 120
+    while b"subscribed to" not in log.read_bytes():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"wardwatch did not start:\n{log.read_text()}")
+        await asyncio.sleep(0.2)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=40_000)
+    ap.add_argument("--rates", type=float, nargs="+", default=[2000.0, 5000.0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--skip-offline", action="store_true")
+    args = ap.parse_args()
+    svc = Services()
+    svc.start(("mosquitto",))
+    port = svc.started["mosquitto"].port
+    try:
+        for per in (1, 20):
+            # 20 per message: a quarter as many messages, five times the observations
+            msgs = ingest.build_messages(args.messages // 4 if per > 1 else args.messages,
+                                         per)
+            with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:
+                fh.write(orjson.dumps(msgs))
+                path = Path(fh.name)
+            base = await ingest.baseline(port, path, len(msgs))
+            ww = await ingest.wardwatch(port, path, len(msgs) * per)
+            path.unlink()
+            n = len(msgs)
+            print(f"{per:>2} obs/message, {n} messages: do-nothing subscriber "
+                  f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
+                  f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
+        for rate in args.rates:
+            await latency(port, rate, args.seconds)
+    finally:
+        svc.stop()
+    if not args.skip_offline:
+        await asyncio.to_thread(subprocess.run,
+                                [sys.executable, str(REPO / "benchmarks" / "offline.py")],
+                                check=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
