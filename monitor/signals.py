@@ -187,12 +187,22 @@ class Signals:
         sid = batch.sid[rows]
         bid = self._bed_ids_for(keys)[sid]
         order = np.argsort(bid, kind="stable")  # per bed, positions in time order
-        cuts = np.flatnonzero(np.diff(bid[order])) + 1
+        starts = np.flatnonzero(np.r_[True, np.diff(bid[order]) != 0])
+        # beds with no flagged sample that are quiet now stay quiet all batch: they only
+        # refresh their newest values, all at once; the rest are walked
+        n_flagged = np.add.reduceat(flagged[rows[order]], starts)
+        ends = np.r_[starts[1:], order.size]
         walks: list[_Walk] = []
-        for part in np.split(order, cuts):
-            ward, bed, _ = keys[int(sid[part[0]])]
-            marks = part[flagged[rows[part]]]
-            walks.append(_Walk(ward, bed, part, marks))
+        still: list[Any] = []
+        for a, b, nf in zip(starts.tolist(), ends.tolist(), n_flagged.tolist(), strict=True):
+            ward, bed, _ = keys[int(sid[order[a]])]
+            part = order[a:b]
+            if not reference and nf == 0 and self._quiet(ward, bed):
+                still.append(part)
+                continue
+            walks.append(_Walk(ward, bed, part, part[flagged[rows[part]]]))
+        if still:
+            self._refresh(batch, rows[np.sort(np.concatenate(still))])
         cols = _Columns(batch, rows)
         events: list[tuple[int, int, AlarmEvent]] = []
         heap: list[tuple[int, int]] = []
@@ -232,15 +242,19 @@ class Signals:
             return k + 1
         j = int(np.searchsorted(walk.marks, walk.pos[k] if k >= 0 else -1, side="right"))
         nxt = int(walk.at(int(walk.marks[j]))) if j < walk.marks.size else walk.pos.size
-        if nxt > k + 1:  # the newest accepted value of each stream among those skipped
-            skipped = rows[walk.pos[k + 1:nxt]]
-            ok = skipped[(batch.status[skipped] & _NOT_A_VALUE) == 0]
-            if ok.size:
-                last = ok[::-1]
-                s, first = np.unique(batch.sid[last], return_index=True)
-                self._lat_t[s] = batch.t[last[first]]
-                self._lat_v[s] = batch.v[last[first]]
+        if nxt > k + 1:
+            self._refresh(batch, rows[walk.pos[k + 1:nxt]])
         return nxt if nxt < walk.pos.size else None
+
+    def _refresh(self, batch: ScoredBatch, skipped: Any) -> None:
+        """The newest accepted value of each stream among ``skipped`` (batch rows in
+        time order), as judging them would have left it."""
+        ok = skipped[(batch.status[skipped] & _NOT_A_VALUE) == 0]
+        if ok.size:
+            last = ok[::-1]
+            s, first = np.unique(batch.sid[last], return_index=True)
+            self._lat_t[s] = batch.t[last[first]]
+            self._lat_v[s] = batch.v[last[first]]
 
     def _quiet(self, ward: str, bed: str) -> bool:
         """Whether no sample of the bed in its normal band could change anything."""

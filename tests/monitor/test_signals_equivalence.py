@@ -118,7 +118,7 @@ def ward(draw: st.DrawFn) -> list[Stream]:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams=ward(), cuts=st.lists(st.integers(0, 5000), max_size=6),
+@given(streams=ward(), cuts=st.lists(st.integers(0, 3000), max_size=60),
        ack_after=st.sampled_from([0.0, 60.0, 120.0]))
 def test_random_streams_fire_what_judging_every_sample_fires(
         streams: list[Stream], cuts: list[int], ack_after: float) -> None:
@@ -148,7 +148,22 @@ def test_simulated_patients_fire_what_judging_every_sample_fires(seed: int) -> N
     streams: list[Stream] = []
     for p in cohort(6, seed=seed, days=0.5):
         streams += [(p.ward, p.bed, m, t, v) for m, (t, v) in p.streams.items()]
-    new, ref = run_both(streams, list(range(0, 200_000, 1777)), 120.0)
+    new, ref = run_both(streams, list(range(0, 200_000, 97)), 120.0)  # live-sized batches
     assert len(ref.events) > 10  # the cohort's episodes do alarm
     assert new.events == ref.events
     assert new.audit == ref.audit
+
+
+@pytest.mark.parametrize("cut", [True, False], ids=["next batch", "same batch"])
+def test_values_never_judged_count_in_bed_level_rules(cut: bool) -> None:
+    # a normal HR of 87-89 for 5 min (nothing to judge), then a cuff reads SBP 85: the shock
+    # index (~88/85 >= 1.0) starts at that reading, with the HR that was never judged
+    hr_t = T0 + np.arange(0, 400, 5.0)
+    streams: list[Stream] = [("4A", "1", "hr", hr_t, 87.0 + np.arange(hr_t.size) % 3),
+                             ("4A", "1", "sbp", T0 + np.array([302.0, 362.5]),
+                              np.array([85.0, 85.0]))]
+    at = int(np.searchsorted(hr_t, T0 + 302.0))  # the cuff reading opens a batch, or not
+    new, ref = run_both(streams, [at] if cut else [], 0.0)
+    shock = [e for e in ref.events if e[5] == "shock_index.high"]
+    assert shock and shock[0][8] == T0 + 362.5  # the first reading 60 s after the onset
+    assert new.events == ref.events
