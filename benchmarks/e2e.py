@@ -1,6 +1,7 @@
 """The whole path, measured from outside: throughput, publish→alarm latency, memory, offline.
 
-    .venv/bin/python benchmarks/e2e.py [--rates 2000 5000] [--seconds 20] [--skip-offline]
+    .venv/bin/python benchmarks/e2e.py [--rates 2000 5000] [--seconds 20]
+        [--skip-throughput] [--skip-offline]
 
 One command, one private Mosquitto (deploy/dev/services.py), and in turn:
 
@@ -147,12 +148,13 @@ async def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[2000.0, 5000.0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--skip-offline", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
     svc = Services()
     svc.start(("mosquitto",))
     port = svc.started["mosquitto"].port
     try:
-        for per in (1, 20):
+        for per in () if args.skip_throughput else (1, 20):
             # 20 per message: a quarter as many messages, five times the observations
             msgs = ingest.build_messages(args.messages // 4 if per > 1 else args.messages,
                                          per)

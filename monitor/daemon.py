@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -273,6 +275,15 @@ class Daemon:
         started = time.perf_counter()
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
         log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
+        # what start-up loaded (modules, compiled kernels) is never garbage: keep it out of
+        # the collector's full passes, which otherwise walk it all and stall the loop
+        gc.collect()
+        gc.freeze()
+        # paho's network thread reads the socket and acknowledges; with the default 5 ms
+        # GIL switch interval it waits behind each stretch of processing, and every alarm
+        # with it (publish->alarm p99 ~150-250 ms at 2,000 msg/s here, ~105 ms at 1 ms:
+        # benchmarks/e2e.py)
+        sys.setswitchinterval(0.001)
         runner = await self._start_http()
         # what the configuration no longer raises (disabled rules, removed wards)
         await self._deliver(self.processor.reconcile(self.clock()))
