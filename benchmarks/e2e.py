@@ -1,7 +1,7 @@
 """The whole path, measured from outside: throughput, publish→alarm latency, memory, offline.
 
     .venv/bin/python benchmarks/e2e.py [--rates 2000 5000] [--seconds 20]
-        [--skip-throughput] [--skip-offline]
+        [--skip-throughput] [--skip-offline] [--bad-every N]
 
 One command, one private Mosquitto (deploy/dev/services.py), and in turn:
 
@@ -43,6 +43,7 @@ from services import Services, free_port  # noqa: E402
 PACED = r"""
 import sys, time, orjson, paho.mqtt.client as mqtt
 port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+bad_every = int(sys.argv[4])  # every Nth background observation implausible (0: none)
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-pub")
 c.max_inflight_messages_set(1000)
 c.max_queued_messages_set(0)
@@ -58,7 +59,8 @@ while True:
     due = int((now - start) * rate) - sent
     for _ in range(due):
         bed = k % 200
-        body = {"obs": [{"metric": "hr", "t": now, "v": 60 + k % 29, "unit": "/min"}]}
+        v = 999 if bad_every and k % bad_every == 0 else 60 + k % 29
+        body = {"obs": [{"metric": "hr", "t": now, "v": v, "unit": "/min"}]}
         c.publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps(body), qos=1)
         k += 1
     sent += max(due, 0)
@@ -92,7 +94,7 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def latency(port: int, rate: float, seconds: float) -> None:
+async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) -> None:
     url = f"mqtt://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as store:
         log = Path(store) / "daemon.log"
@@ -105,6 +107,7 @@ async def latency(port: int, rate: float, seconds: float) -> None:
                 await _until_subscribed(port, daemon, log)
                 pub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", PACED, str(port), str(rate), str(seconds),
+                    str(bad_every),
                     stdout=asyncio.subprocess.PIPE)
 
                 async def collect() -> None:
@@ -125,7 +128,8 @@ async def latency(port: int, rate: float, seconds: float) -> None:
         ms = np.array(got) * 1000
         achieved = int(sent) / float(took)
         if ms.size:
-            print(f"{rate:,.0f} msg/s asked ({achieved:,.0f} published): publish->alarm "
+            flood = f", every {bad_every}th implausible" if bad_every else ""
+            print(f"{rate:,.0f} msg/s asked ({achieved:,.0f} published{flood}): publish->alarm "
                   f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                   f"max {ms.max():.1f} ms; {ms.size} of {alarms} alarms; "
                   f"daemon peak RSS {rss:.0f} MB")
@@ -149,6 +153,9 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--bad-every", type=int, default=0, metavar="N",
+                    help="make every Nth background observation implausible (a dead-letter"
+                         " flood beside the alarms), 0: none")
     args = ap.parse_args()
     svc = Services()
     svc.start(("mosquitto",))
@@ -169,7 +176,7 @@ async def main() -> None:
                   f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
                   f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
         for rate in args.rates:
-            await latency(port, rate, args.seconds)
+            await latency(port, rate, args.seconds, args.bad_every)
     finally:
         svc.stop()
     if not args.skip_offline:

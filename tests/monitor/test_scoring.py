@@ -256,3 +256,25 @@ def test_the_slope_median_is_numpys_median_with_ties_and_any_length() -> None:
         if n % 7 == 0:
             x = np.sort(x)[::-1].copy()
         assert _median(x.copy(), n) == np.median(x), (n, x)
+
+
+def test_scoring_state_stays_under_4_kb_per_stream_at_100000_streams() -> None:
+    """The kernel's per-stream state (and the table's keys), allocated as streams arrive;
+    the station's per-minute trends are kept apart (``[http] trend_hours``)."""
+    import tracemalloc
+
+    scorer = Scorer()
+    n = 100_000
+    metric = np.arange(n, dtype=np.int64) % 5
+    tracemalloc.start()
+    try:
+        index = scorer.streams.index
+        sid = np.array([index(f"W{i // 1000}", str(i % 1000), int(metric[i])) for i in range(n)],
+                       dtype=np.int64)
+        batch = scorer.score(sid, metric, np.full(n, 1.7e9), np.full(n, 80.0), 1.7e9)
+        del batch  # the batch's outputs are the caller's, not state
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(scorer.streams) == n
+    assert held / n <= 4096
