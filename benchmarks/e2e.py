@@ -128,7 +128,7 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
         ms = np.array(got) * 1000
         achieved = int(sent) / float(took)
         if ms.size:
-            flood = f", every {bad_every}th implausible" if bad_every else ""
+            flood = f", 1 in {bad_every} implausible" if bad_every else ""
             print(f"{rate:,.0f} msg/s asked ({achieved:,.0f} published{flood}): publish->alarm "
                   f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                   f"max {ms.max():.1f} ms; {ms.size} of {alarms} alarms; "
