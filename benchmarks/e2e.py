@@ -13,7 +13,8 @@ One command, one private Mosquitto (deploy/dev/services.py), and in turn:
    sample makes an immediate high-priority alarm on a bed of its own (SBP 85 mm[Hg]:
    ``sbp.news2.3``). That sample's observation time is its publish time, and the alarm
    event names it (``t``), so latency = receipt of the event − ``t``, on one clock. Prints
-   p50/p99/max, how many alarms arrived of those sent, and the daemon's peak RSS.
+   p50/p99/max, how many alarms arrived of those sent, the daemon's peak RSS, and how long
+   it took from its start to its subscription (Numba's cache warm: run it twice).
 3. **Offline** ``score`` on 1M and 5M rows and the marginal rate (``benchmarks/offline.py``).
 """
 
@@ -98,6 +99,7 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
     url = f"mqtt://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as store:
         log = Path(store) / "daemon.log"
+        spawned = time.monotonic()
         daemon = spawn_daemon(url, store, f"e2e-ww-{rate:g}", log)
         try:
             got: list[float] = []
@@ -105,6 +107,7 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
                                       clean_session=True) as sub:
                 await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
                 await _until_subscribed(port, daemon, log)
+                ready = time.monotonic() - spawned
                 pub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", PACED, str(port), str(rate), str(seconds),
                     str(bad_every),
@@ -132,7 +135,7 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
             print(f"{rate:,.0f} msg/s asked ({achieved:,.0f} published{flood}): publish->alarm "
                   f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                   f"max {ms.max():.1f} ms; {ms.size} of {alarms} alarms; "
-                  f"daemon peak RSS {rss:.0f} MB")
+                  f"daemon peak RSS {rss:.0f} MB, start to subscribed {ready:.1f} s")
         else:
             print(f"{rate:,.0f} msg/s: no alarm arrived (see {log})")
 

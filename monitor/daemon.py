@@ -31,6 +31,7 @@ from monitor.metrics import Metrics
 from monitor.mqtt import client_args
 from monitor.pipeline import Output, Processor
 from monitor.ruleset import RuleSet
+from monitor.scoring.multivariate import preload as preload_river
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
 from monitor.spool import Sink, Spool, SpooledWriter
 from monitor.station.auth import Accounts
@@ -273,7 +274,9 @@ class Daemon:
                 raise ConfigError(f"cannot serve /metrics on {ms.host}:{ms.port}: {exc}") from exc
             self.metrics_port = ms.port
         started = time.perf_counter()
+        river = preload_river()  # the per-bed detector's library, while the kernels load
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
+        await asyncio.to_thread(river.join)  # ... nor on the first bed's vector
         log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
         # what start-up loaded (modules, compiled kernels) is never garbage: keep it out of
         # the collector's full passes, which otherwise walk it all and stall the loop

@@ -10,16 +10,32 @@ deteriorating patient does not become its own normal.
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from river import anomaly
+if TYPE_CHECKING:
+    from river import anomaly
 
 FEATURES = ("hr", "sbp", "dbp", "map")
 # Fixed feature limits (HalfSpaceTrees needs them): physiological, not device, ranges.
 LIMITS: dict[Hashable, tuple[float, float]] = {
     "hr": (20.0, 250.0), "sbp": (40.0, 260.0), "dbp": (20.0, 160.0), "map": (30.0, 200.0)}
+
+
+def preload() -> threading.Thread:
+    """Import river in a background thread: it pulls in scipy (~1.5 s here), which the
+    daemon needs only when a bed's first vector is due, not to start watching."""
+    thread = threading.Thread(target=_import_river, name="preload-river", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_river() -> Any:
+    return importlib.import_module("river.anomaly")
 
 
 @dataclass
@@ -65,6 +81,8 @@ class BedAnomaly:
         if state is None:
             # A per-bed seed keeps beds independent and results reproducible.
             seed = self.seed + len(self._beds)
+            from river import anomaly  # loaded on first use (see preload)
+
             state = _Bed(anomaly.HalfSpaceTrees(
                 n_trees=self.n_trees, height=self.height, window_size=self.window_size,
                 limits=LIMITS, seed=seed), -float("inf"))
