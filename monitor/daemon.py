@@ -286,43 +286,48 @@ class Daemon:
         # GIL switch interval it waits behind each stretch of processing, and every alarm
         # with it (publish->alarm p99 ~150-250 ms at 2,000 msg/s here, ~105 ms at 1 ms:
         # benchmarks/e2e.py)
+        switch = sys.getswitchinterval()
         sys.setswitchinterval(0.001)
-        runner = await self._start_http()
-        # what the configuration no longer raises (disabled rules, removed wards)
-        await self._deliver(self.processor.reconcile(self.clock()))
-        async with asyncio.TaskGroup() as tg:
-            writers = [
-                tg.create_task(self.history.run(), name="sink:history"),
-                tg.create_task(self.deadletters.run(), name="sink:deadletter"),
-            ]
-            relay = tg.create_task(self._relay(), name="alarms:relay")
-            processor = tg.create_task(self._process(), name="processor")
-            halt_intake = asyncio.Event()
-            clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
-            self.intake.start()
-            log.info("wardwatch running; store in %s", self.settings.store.dir)
-            await stop.wait()
-            log.info("stopping: intake first, then flush and close the sinks")
-            halt_intake.set()
-            self.intake.pause()
-            await clock
-            await self.raw.put(None)
-            await processor
-            self.deadletters.offer(self.processor.dead.flush(self.clock()))
-            self._relay_stopping.set()
-            self._outbox_ready.set()
-            await relay
-            await self.history.close()
-            await self.deadletters.close()
-            await asyncio.gather(*writers)
-            # after the last acknowledgement is queued: paho writes it before DISCONNECT
-            await asyncio.to_thread(self.intake.close)
-        if runner is not None:
-            await runner.cleanup()
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        self.spool.close()
-        self.alarm_store.close()
-        self.accounts.close()
-        log.info("wardwatch stopped")
+        try:
+            runner = await self._start_http()
+            # what the configuration no longer raises (disabled rules, removed wards)
+            await self._deliver(self.processor.reconcile(self.clock()))
+            async with asyncio.TaskGroup() as tg:
+                writers = [
+                    tg.create_task(self.history.run(), name="sink:history"),
+                    tg.create_task(self.deadletters.run(), name="sink:deadletter"),
+                ]
+                relay = tg.create_task(self._relay(), name="alarms:relay")
+                processor = tg.create_task(self._process(), name="processor")
+                halt_intake = asyncio.Event()
+                clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
+                self.intake.start()
+                log.info("wardwatch running; store in %s", self.settings.store.dir)
+                await stop.wait()
+                log.info("stopping: intake first, then flush and close the sinks")
+                halt_intake.set()
+                self.intake.pause()
+                await clock
+                await self.raw.put(None)
+                await processor
+                self.deadletters.offer(self.processor.dead.flush(self.clock()))
+                self._relay_stopping.set()
+                self._outbox_ready.set()
+                await relay
+                await self.history.close()
+                await self.deadletters.close()
+                await asyncio.gather(*writers)
+                # after the last acknowledgement is queued: paho writes it before DISCONNECT
+                await asyncio.to_thread(self.intake.close)
+            if runner is not None:
+                await runner.cleanup()
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            self.spool.close()
+            self.alarm_store.close()
+            self.accounts.close()
+            log.info("wardwatch stopped")
+        finally:  # a daemon owns its process; in a test's process, leave it as it was
+            gc.unfreeze()
+            sys.setswitchinterval(switch)
