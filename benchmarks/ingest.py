@@ -94,7 +94,7 @@ async def wardwatch(port: int, path: Path, n_obs: int) -> float:
             mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id="bench-ww"),
             metrics=MetricsSettings(port=0), store=StoreSettings(dir=store),
         )
-        d = Daemon(settings)
+        d = Daemon(settings, own_process=True)  # as `wardwatch run`
         stop = asyncio.Event()
         task = asyncio.create_task(d.run(stop))
         await d.subscribed.wait()

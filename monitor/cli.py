@@ -44,7 +44,7 @@ async def _run_until_signalled(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await Daemon(settings).run(stop)
+    await Daemon(settings, own_process=True).run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,8 +46,11 @@ class Daemon:
     """One wardwatch process. ``await Daemon(settings).run(stop)`` until ``stop`` is set."""
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
-                 clock: SteadyClock | None = None) -> None:
+                 clock: SteadyClock | None = None, own_process: bool = False) -> None:
         self.settings = settings
+        # ``wardwatch run``: the process is the daemon's, so it tunes the interpreter
+        # (garbage collector, GIL switch interval) for it; embedded (tests, the demo), not
+        self.own_process = own_process
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         # timers, ages and receipt times: wall time that a step of the system clock
@@ -278,16 +281,17 @@ class Daemon:
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
         await asyncio.to_thread(river.join)  # ... nor on the first bed's vector
         log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
-        # what start-up loaded (modules, compiled kernels) is never garbage: keep it out of
-        # the collector's full passes, which otherwise walk it all and stall the loop
-        gc.collect()
-        gc.freeze()
-        # paho's network thread reads the socket and acknowledges; with the default 5 ms
-        # GIL switch interval it waits behind each stretch of processing, and every alarm
-        # with it (publish->alarm p99 ~150-250 ms at 2,000 msg/s here, ~105 ms at 1 ms:
-        # benchmarks/e2e.py)
         switch = sys.getswitchinterval()
-        sys.setswitchinterval(0.001)
+        if self.own_process:
+            # what start-up loaded (modules, compiled kernels) is never garbage: keep it
+            # out of the collector's full passes, which otherwise walk it all and stall
+            # the loop; paho's network thread reads the socket and acknowledges, and with
+            # the default 5 ms GIL switch interval it waits behind each stretch of
+            # processing, and every alarm with it (publish->alarm p99 ~150-250 ms at
+            # 2,000 msg/s here, ~105 ms at 1 ms: benchmarks/e2e.py)
+            gc.collect()
+            gc.freeze()
+            sys.setswitchinterval(0.001)
         try:
             runner = await self._start_http()
             # what the configuration no longer raises (disabled rules, removed wards)
@@ -328,6 +332,7 @@ class Daemon:
             self.alarm_store.close()
             self.accounts.close()
             log.info("wardwatch stopped")
-        finally:  # a daemon owns its process; in a test's process, leave it as it was
-            gc.unfreeze()
-            sys.setswitchinterval(switch)
+        finally:
+            if self.own_process:
+                gc.unfreeze()
+                sys.setswitchinterval(switch)
