@@ -76,17 +76,13 @@ _NOT_A_VALUE = ARTIFACT | FLATLINE | STALE_ORDER | INVALID  # not a stream's new
 
 
 class _Walk:
-    """One bed's samples in a batch: ``pos`` its positions in the batch's time order,
-    ``marks`` those of its flagged samples (both ascending)."""
+    """One bed's samples in a batch: ``pos`` their positions in the batch's time order,
+    ``marks`` the indices in ``pos`` of its flagged samples (both ascending)."""
 
     __slots__ = ("bed", "marks", "pos", "ward")
 
     def __init__(self, ward: str, bed: str, pos: Any, marks: Any) -> None:
         self.ward, self.bed, self.pos, self.marks = ward, bed, pos, marks
-
-    def at(self, p: int) -> int:
-        """The index in ``pos`` of position ``p``."""
-        return int(np.searchsorted(self.pos, p))
 
 
 class _Columns:
@@ -200,25 +196,24 @@ class Signals:
             if not reference and nf == 0 and self._quiet(ward, bed):
                 still.append(part)
                 continue
-            walks.append(_Walk(ward, bed, part, part[flagged[rows[part]]]))
+            walks.append(_Walk(ward, bed, part, np.flatnonzero(flagged[rows[part]])))
         if still:
             self._refresh(batch, rows[np.sort(np.concatenate(still))])
         cols = _Columns(batch, rows)
         events: list[tuple[int, int, AlarmEvent]] = []
-        heap: list[tuple[int, int]] = []
+        heap: list[tuple[int, int, int]] = []  # (position, walk, index in its pos)
         for w, walk in enumerate(walks):
             nxt = 0 if reference else self._next(walk, -1, batch, rows)
             if nxt is not None:
-                heapq.heappush(heap, (int(walk.pos[nxt]), w))
+                heapq.heappush(heap, (int(walk.pos[nxt]), w, nxt))
         while heap:
-            p, w = heapq.heappop(heap)
+            p, w, k = heapq.heappop(heap)
             walk = walks[w]
             for ev in self._row(cols, p, keys, clock):
                 events.append((p, len(events), ev))
-            k = walk.at(p)
             nxt = k + 1 if reference else self._next(walk, k, batch, rows)
             if nxt is not None and nxt < walk.pos.size:
-                heapq.heappush(heap, (int(walk.pos[nxt]), w))
+                heapq.heappush(heap, (int(walk.pos[nxt]), w, nxt))
         events.sort(key=lambda e: (e[2].t, e[0], e[1]))
         return [(int(rows[p]), ev) for p, _, ev in events]
 
@@ -240,8 +235,8 @@ class Signals:
             return None
         if not self._quiet(walk.ward, walk.bed):
             return k + 1
-        j = int(np.searchsorted(walk.marks, walk.pos[k] if k >= 0 else -1, side="right"))
-        nxt = int(walk.at(int(walk.marks[j]))) if j < walk.marks.size else walk.pos.size
+        j = int(np.searchsorted(walk.marks, k, side="right"))
+        nxt = int(walk.marks[j]) if j < walk.marks.size else walk.pos.size
         if nxt > k + 1:
             self._refresh(batch, rows[walk.pos[k + 1:nxt]])
         return nxt if nxt < walk.pos.size else None
