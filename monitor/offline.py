@@ -26,7 +26,7 @@ from monitor.errors import WardwatchError
 from monitor.lifecycle import AlarmEngine
 from monitor.scoring import GENERIC, INVALID, Scorer
 from monitor.scoring.params import generic_params
-from monitor.timestamps import MS_FROM, parse_column
+from monitor.timestamps import epoch_seconds, parse_column
 from monitor.vitals import METRIC_IDS, METRICS
 
 
@@ -59,51 +59,54 @@ def read_series(src: Path) -> tuple[Any, npt.NDArray[np.float64], npt.NDArray[np
     if missing:
         raise WardwatchError(f"{src}: missing column(s) {', '.join(sorted(missing))}")
     table = table.select(["timestamp", "value"])
-    ts, vs = table["timestamp"], table["value"]
-    t = _numbers(ts)
-    if t is not None:
-        big = np.abs(t) >= MS_FROM  # milliseconds, as parse_column reads them
-        t[big] /= 1000.0
-    else:
-        t = _instants(ts)
-    if t is None:
-        t = parse_column(ts.to_pandas())
-    v = _numbers(vs)
-    if v is None:
+    return table, _seconds(table["timestamp"]), _values(table["value"])
+
+
+def _seconds(col: Any) -> npt.NDArray[np.float64]:
+    """Epoch seconds of a text column. Arrow converts a column whole when every cell is
+    a number, or every cell an RFC 3339 time with its offset; any other column (naive
+    or odd ISO forms, unreadable cells) is read cell by cell by
+    :func:`~monitor.timestamps.parse_column`, which decides the same where both can."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return epoch_seconds(_floats(col))
+    except pa.ArrowInvalid:  # not every cell a number
+        pass
+    try:
+        micros = pc.cast(pc.cast(col, pa.timestamp("us", tz="UTC")), pa.int64())
+    except pa.ArrowInvalid:  # nor every cell an RFC 3339 time: cell by cell
+        return parse_column(col.to_pandas())
+    secs: npt.NDArray[np.float64] = micros.to_numpy(zero_copy_only=False) / 1e6
+    return secs
+
+
+def _values(col: Any) -> npt.NDArray[np.float64]:
+    """A text column as numbers, NaN where a cell cannot be read."""
+    import pyarrow as pa
+
+    try:
+        out = _floats(col)
+    except pa.ArrowInvalid:  # a cell that is not a number: pandas reads cell by cell
         import pandas as pd
 
-        v = pd.to_numeric(vs.to_pandas(), errors="coerce").to_numpy(dtype=np.float64)
-    return table, t, v
+        coerced: npt.NDArray[np.float64] = pd.to_numeric(
+            col.to_pandas(), errors="coerce").to_numpy(dtype=np.float64)
+        return coerced
+    return out
 
 
-def _numbers(col: Any) -> npt.NDArray[np.float64] | None:
-    """The column as float64 (an empty cell: NaN), or None if a cell is not a number."""
+def _floats(col: Any) -> npt.NDArray[np.float64]:
+    """A text column converted whole by Arrow (an empty cell: NaN); raises
+    ``pyarrow.ArrowInvalid`` if any cell is not a number."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        blank = pc.equal(pc.utf8_trim_whitespace(col), "")
-        out = pc.cast(pc.if_else(blank, None, col), pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    blank = pc.equal(pc.utf8_trim_whitespace(col), "")
+    out = pc.cast(pc.if_else(blank, None, col), pa.float64())
     arr: npt.NDArray[np.float64] = out.to_numpy(zero_copy_only=False).astype(np.float64)
-    arr[~np.isfinite(arr)] = np.nan
     return arr
-
-
-def _instants(col: Any) -> npt.NDArray[np.float64] | None:
-    """Epoch seconds of a column of RFC 3339 times (each with its offset), or None if
-    Arrow cannot read every cell that way."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        stamps = pc.cast(col, pa.timestamp("us", tz="UTC"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    micros = pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False)
-    secs: npt.NDArray[np.float64] = micros.astype(np.float64) / 1e6
-    return secs
 
 
 def _write(dst: Path, table: Any, score: npt.NDArray[np.float64],

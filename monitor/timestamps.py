@@ -81,6 +81,15 @@ def parse(raw: object, *, file: bool = False) -> float:
     return dt.timestamp()
 
 
+def epoch_seconds(num: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """A column of numeric timestamps as seconds: each is seconds or, from 1e11,
+    milliseconds; NaN where not finite (a copy)."""
+    out = num.astype(np.float64)
+    out[np.abs(out) >= MS_FROM] /= 1000.0
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
 def parse_column(values: Sequence[Any] | Any) -> npt.NDArray[np.float64]:
     """Epoch seconds of a column of timestamps; NaN where one cannot be read.
 
@@ -95,11 +104,7 @@ def parse_column(values: Sequence[Any] | Any) -> npt.NDArray[np.float64]:
     num: npt.NDArray[np.float64] = pd.to_numeric(col, errors="coerce").to_numpy(
         dtype=np.float64)
     if np.isfinite(num).mean() > 0.5:
-        out = num.copy()
-        ms = np.abs(out) >= MS_FROM
-        out[ms] /= 1000.0
-        out[~np.isfinite(out)] = np.nan
-        return out
+        return epoch_seconds(num)
     text = col.astype(str).str.strip()
     dt = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     epoch = pd.Timestamp(0, tz="UTC")
@@ -108,4 +113,4 @@ def parse_column(values: Sequence[Any] | Any) -> npt.NDArray[np.float64]:
     return secs
 
 
-__all__ = ["MS_FROM", "TimestampError", "parse", "parse_column"]
+__all__ = ["MS_FROM", "TimestampError", "epoch_seconds", "parse", "parse_column"]

@@ -200,15 +200,11 @@ def decode(topic: str, payload: bytes, now: float, limits: Limits | None = None,
         out.rejections.append(Rejection("bad_envelope", "payload must be a JSON object"))
         return out
 
-    _decode_items(items, out, lo_t, hi_t)
-    return out
-
-
-def _decode_items(items: list[Any], out: Decoded, lo_t: float, hi_t: float) -> None:
     for i, item in enumerate(items):
         bad = _decode_obs(item, out, lo_t, hi_t)
         if bad is not None:
             out.rejections.append(Rejection(bad.reason, bad.detail, i, item))
+    return out
 
 
 # -- the fast path: typed decoding of payloads that are wholly valid -------------------

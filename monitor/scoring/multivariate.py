@@ -15,7 +15,7 @@ import pickle
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from river import anomaly
@@ -29,13 +29,10 @@ LIMITS: dict[Hashable, tuple[float, float]] = {
 def preload() -> threading.Thread:
     """Import river in a background thread: it pulls in scipy (~1.5 s here), which the
     daemon needs only when a bed's first vector is due, not to start watching."""
-    thread = threading.Thread(target=_import_river, name="preload-river", daemon=True)
+    thread = threading.Thread(target=importlib.import_module, args=("river.anomaly",),
+                              name="preload-river", daemon=True)
     thread.start()
     return thread
-
-
-def _import_river() -> Any:
-    return importlib.import_module("river.anomaly")
 
 
 @dataclass

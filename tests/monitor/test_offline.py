@@ -154,3 +154,32 @@ def test_cells_that_need_quotes_survive_and_plain_files_stay_plain(tmp_path: Pat
     assert s.unreadable == 2
     assert [(r["timestamp"], r["value"]) for r in read(dst)] == [
         (str(t0), "7,5"), (str(t0 + 5), '8"0'), (str(t0 + 10), "81")]
+
+
+@pytest.mark.parametrize("stamps", [
+    ["1763856000", "1763856005.5", "", "1763856010"],  # seconds, a blank
+    ["1763856000000", "1763856005000", "1763856010000", "1763856015000"],  # milliseconds
+    ["2025-11-23T00:00:00Z", "2025-11-23T01:00:05.25+01:00", "2025-11-23T00:00:10-00:30",
+     "2025-11-23T00:00:15.000001Z"],  # RFC 3339: Arrow converts the column whole
+    ["2025-11-23T00:00:00", "2025-11-23 00:00:05", "2025-11-23T00:00:10Z",
+     "2025-11-23T00:00:15"],  # naive ones: cell by cell
+    ["2025-11-23T00:00:00Z", "later", "", "2025-11-23T00:00:15Z"],  # unreadable cells
+    ["1763856000", "x", "1763856010", "1763856015"],
+])
+def test_arrow_reads_columns_as_the_cell_by_cell_path_does(tmp_path: Path,
+                                                           stamps: list[str]) -> None:
+    import pandas as pd
+
+    from monitor.offline import read_series
+    from monitor.timestamps import parse_column
+
+    values = ["80", "81.5", "", "n/a"]
+    src = tmp_path / "in.csv"
+    write(src, list(zip(stamps, values, strict=True)))
+    _, t, v = read_series(src)
+    # to the microsecond (pandas' division can land a few hundred ns off 5.25 s)
+    np.testing.assert_allclose(t, parse_column(stamps), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(
+        v, pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float))
+    write(src, list(zip(stamps, ["80", "81.5", "", "1e3"], strict=True)))  # all numbers
+    np.testing.assert_array_equal(read_series(src)[2], [80.0, 81.5, np.nan, 1000.0])
