@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated seconds per wall second (default 30)")
     p_demo.add_argument("--duration", type=float, default=0.0,
                         help="stop after this many wall seconds (default: until Ctrl-C)")
+    p_demo.add_argument("--simulated", metavar="SPAN", type=_duration, default=0.0,
+                        help="stop once the ward has published this much simulated time "
+                             "(e.g. 1h); a machine that cannot keep --speed takes longer")
     p_demo.add_argument("--plain", action="store_true",
                         help="print alarm lines instead of the live table")
     p_score = sub.add_parser(
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(run_demo(
                 settings, broker_given=bool(args.broker), beds=args.beds, speed=args.speed,
-                duration=args.duration, plain=args.plain, store_given=bool(args.store),
+                duration=args.duration, simulated=args.simulated, plain=args.plain,
+                store_given=bool(args.store),
             ))
     except WardwatchError as exc:
         print(f"wardwatch: {exc}", file=sys.stderr)

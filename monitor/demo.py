@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import secrets
@@ -59,23 +60,56 @@ async def _embedded_broker(port: int) -> Any:
         await broker.shutdown()
 
 
-async def _simulate(url: str, beds: int, speed: float, stop: asyncio.Event) -> None:
-    """Publish the simulated ward, ``speed`` simulated seconds per wall second."""
-    ward = make_ward(beds)
+@dataclasses.dataclass
+class _Ward:
+    """What the simulated ward has published, and how far its simulated clock got."""
+
+    until_s: float = 0.0  # stop after this much simulated time; 0: no limit
+    published: int = 0
+    simulated_s: float = 0.0
+
+
+async def _simulate(url: str, beds: int, speed: float, stop: asyncio.Event, ward: _Ward) -> None:
+    """Publish the simulated ward, ``speed`` simulated seconds per wall second.
+
+    Each bed's observations of one instant go in one message, and the instant's messages go
+    out together (one round trip per instant, not per bed), so a slow machine keeps pace."""
     start = time.time()
     wall0 = time.monotonic()
     args = client_args(url, identifier="wardwatch-demo-ward")
     async with aiomqtt.Client(**args) as client:
-        for t, bed, obs in observations(ward, start=start):
-            due = wall0 + (t - start) / speed
-            delay = due - time.monotonic()
+        for t, group in itertools.groupby(observations(make_ward(beds), start=start),
+                                          key=lambda due: due[0]):
+            delay = wall0 + (t - start) / speed - time.monotonic()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return
-            payload = orjson.dumps({"obs": obs})
-            await client.publish(f"wardwatch/v1/obs/{bed.ward}/{bed.bed}", payload, qos=1)
+            if ward.until_s and t - start >= ward.until_s:
+                stop.set()
+                return
+            sent = [(bed, obs) for _, bed, obs in group]
+            await asyncio.gather(*(
+                client.publish(f"wardwatch/v1/obs/{bed.ward}/{bed.bed}",
+                               orjson.dumps({"obs": obs}), qos=1) for bed, obs in sent))
+            ward.published += sum(len(obs) for _, obs in sent)
+            ward.simulated_s = t - start
+
+
+async def _drain(daemon: Daemon, ward: _Ward, within: float) -> None:
+    """Wait until the daemon has judged every observation the ward published (or
+    ``within`` seconds), so the demo's summary covers the whole simulated span."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        seen = sum(daemon.registry.get_sample_value(
+            "wardwatch_ingest_observations_total", {"outcome": o}) or 0
+            for o in ("accepted", "rejected", "out_of_order"))
+        if seen >= ward.published:
+            return
+        await asyncio.sleep(0.1)
+    log.warning("demo: the daemon had not judged all %d published observations after %.0f s",
+                ward.published, within)
 
 
 async def _watch_alerts(url: str, events: deque[dict[str, Any]], plain: bool) -> None:
@@ -141,8 +175,10 @@ def _view(daemon: Daemon, events: deque[dict[str, Any]], sim_start: float) -> Gr
 
 
 async def run_demo(settings: Settings, *, broker_given: bool, beds: int, speed: float,
-                   duration: float, plain: bool, store_given: bool) -> None:
-    """Run broker (unless given), ward, daemon and view until Ctrl-C or ``duration``."""
+                   duration: float, plain: bool, store_given: bool,
+                   simulated: float = 0.0) -> None:
+    """Run broker (unless given), ward, daemon and view until Ctrl-C, ``duration`` wall
+    seconds or ``simulated`` seconds of the ward's time, whichever comes first."""
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
@@ -160,10 +196,11 @@ async def run_demo(settings: Settings, *, broker_given: bool, beds: int, speed: 
         async with contextlib.AsyncExitStack() as astack:
             if not broker_given:
                 await astack.enter_async_context(_embedded_broker(int(url.rsplit(":", 1)[1])))
-            await _run(settings, beds, speed, duration, plain)
+            await _run(settings, beds, speed, duration, simulated, plain)
 
 
-async def _run(settings: Settings, beds: int, speed: float, duration: float, plain: bool) -> None:
+async def _run(settings: Settings, beds: int, speed: float, duration: float, simulated: float,
+               plain: bool) -> None:
     import signal
 
     stop = asyncio.Event()
@@ -184,7 +221,8 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, pla
         if duration > 0:  # counted from when the daemon is ready
             loop.call_later(duration, stop.set)
         watch = tg.create_task(_watch_alerts(settings.mqtt.url, events, plain), name="station")
-        ward = tg.create_task(_simulate(settings.mqtt.url, beds, speed, stop), name="ward")
+        sim = _Ward(until_s=simulated)
+        ward = tg.create_task(_simulate(settings.mqtt.url, beds, speed, stop, sim), name="ward")
         if plain:
             print(f"wardwatch demo: {beds} beds at {speed:g}x on {settings.mqtt.url}; "
                   f"metrics on :{settings.metrics.port or '-'}; Ctrl-C to stop", flush=True)
@@ -198,6 +236,7 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, pla
                         await asyncio.wait_for(stop.wait(), 0.5)
                     live.update(_view(daemon, events, sim_start))
         await ward
+        await _drain(daemon, sim, within=30)
         daemon_stop.set()
         await run
         watch.cancel()
@@ -207,4 +246,5 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, pla
         s.value for metric in reg.collect() if metric.name == "wardwatch_alarm_events"
         for s in metric.samples if s.name.endswith("_total") and s.labels["state"] == "firing"
     )
-    print(f"demo done: {accepted or 0:.0f} observations scored, {fired:.0f} alarms fired")
+    print(f"demo done: {accepted or 0:.0f} observations scored, {fired:.0f} alarms fired, "
+          f"{sim.simulated_s / 60:.0f} simulated minutes")

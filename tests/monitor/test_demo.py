@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_embedded_broker_ward_and_daemon_and_raises_alarms(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "demo", "--plain", "--duration", "12",
+        [sys.executable, "-m", "monitor.cli", "demo", "--plain", "--simulated", "1h",
          "--speed", "300", "--metrics-port", "0", "--store", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
     )
@@ -23,6 +23,8 @@ def test_demo_runs_embedded_broker_ward_and_daemon_and_raises_alarms(tmp_path: P
     assert "glucose.low" in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("demo done:")
+    # the whole hour, however slow the machine: the ward paces itself, the demo drains
+    assert last.endswith("60 simulated minutes"), last
     scored = int(last.split()[2])
     assert scored > 1000
     # history went to the embedded SQLite store
