@@ -62,6 +62,7 @@ class GroupState:
     acked_by: str | None = None
     ack_action: str | None = None  # ack | snooze
     latched: bool = False  # condition gone, kept until acknowledged (high priority)
+    latch_logged: bool = False  # this alarm's latch is in the audit log (once per alarm)
     escalated: bool = False
     last_t: float = -math.inf  # newest observation time fed
     detail: str = ""  # what the newest sample said, for messages
@@ -86,6 +87,7 @@ class GroupState:
             acked_by=d.get("acked_by"),
             ack_action=d.get("ack_action"),
             latched=bool(d.get("latched", False)),
+            latch_logged=bool(d.get("latch_logged", False)),
             escalated=bool(d.get("escalated", False)),
             last_t=-math.inf if d.get("last_t") is None else float(d["last_t"]),
             detail=str(d.get("detail", "")),
@@ -110,6 +112,9 @@ class AuditEntry:
     #: to the page), ``mqtt:<broker user>`` (an ack topic's last level), ``mqtt`` (the
     #: plain ack topic: unverified) or "" (wardwatch itself)
     client: str = ""
+    #: the observation time of the alarm's event (simulated time in a replay or the demo):
+    #: where a chart of the data marks it; None for entries without one
+    t: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ over it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     clock REAL NOT NULL, ward TEXT NOT NULL, bed TEXT NOT NULL, alarm_id TEXT NOT NULL,
     code TEXT NOT NULL, priority TEXT NOT NULL, action TEXT NOT NULL, by TEXT NOT NULL,
-    detail TEXT NOT NULL, client TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL, client TEXT NOT NULL DEFAULT '', t REAL
 );
 CREATE INDEX IF NOT EXISTS audit_clock ON audit (clock);
 CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
@@ -67,6 +67,9 @@ class AlarmStore:
         if "client" not in cols:  # a store from before senders were recorded
             with self._db:
                 self._db.execute("ALTER TABLE audit ADD COLUMN client TEXT NOT NULL DEFAULT ''")
+        if "t" not in cols:  # ... and before entries carried their observation time
+            with self._db:
+                self._db.execute("ALTER TABLE audit ADD COLUMN t REAL")
 
     def groups(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         rows = self._db.execute("SELECT ward, bed, rule, state FROM alarm_state")
@@ -96,9 +99,9 @@ class AlarmStore:
                         (ward, bed, rule, orjson.dumps(state).decode()))
             self._db.executemany(
                 "INSERT INTO audit (clock, ward, bed, alarm_id, code, priority, action, by,"
-                " detail, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " detail, client, t) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(a.clock, a.ward, a.bed, a.alarm_id, a.code, a.priority, a.action, a.by,
-                  a.detail, a.client) for a in audit])
+                  a.detail, a.client, a.t) for a in audit])
 
     def unsent(self, limit: int = 500) -> list[tuple[int, str, str]]:
         """The oldest events not yet acknowledged by the broker: (seq, topic, payload)."""
@@ -124,22 +127,29 @@ class AlarmStore:
                                  (ward, bed, orjson.dumps(admission).decode()))
 
     def audit_log(self, *, ward: str | None = None, alarm_id: str | None = None,
-                  limit: int = 200) -> list[dict[str, Any]]:
-        """The newest audit lines first."""
+                  limit: int = 200, wards: Collection[str] | None = None,
+                  people: bool | None = None) -> list[dict[str, Any]]:
+        """The newest audit lines first: of ``ward`` or any of ``wards`` (None: all);
+        ``people`` True: only what people did, False: only wardwatch's own entries."""
         sql = ("SELECT seq, clock, ward, bed, alarm_id, code, priority, action, by, detail,"
-               " client FROM audit")
+               " client, t FROM audit")
         where, args = [], []
         if ward is not None:
             where.append("ward = ?")
             args.append(ward)
+        if wards is not None:
+            where.append(f"ward IN ({', '.join('?' * len(wards))})" if wards else "0")
+            args.extend(wards)
         if alarm_id is not None:
             where.append("alarm_id = ?")
             args.append(alarm_id)
+        if people is not None:
+            where.append("by != 'wardwatch'" if people else "by = 'wardwatch'")
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         cols = ("seq", "clock", "ward", "bed", "alarm_id", "code", "priority", "action", "by",
-                "detail", "client")
+                "detail", "client", "t")
         return [dict(zip(cols, row, strict=True))
                 for row in self._db.execute(sql, (*args, limit))]
 

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p_users.add_argument("action", choices=["add", "list"])
     p_users.add_argument("username", nargs="?")
     p_users.add_argument("--role", choices=["viewer", "nurse", "admin"], default="nurse")
+    p_users.add_argument("--ward", action="append", metavar="WARD",
+                         help="limit the user to this ward (repeat for several; "
+                              "default: every ward)")
     p_users.add_argument("--password-stdin", action="store_true",
                          help="read the password from standard input (default: prompt)")
     p_users.add_argument("--reset", action="store_true",
@@ -385,8 +388,8 @@ def _users(args: argparse.Namespace) -> int:
         store_dir = args.store or load(args.config).store.dir
         accounts = Accounts(Path(store_dir).expanduser() / "station.db")
         if args.action == "list":
-            for name, role in accounts.users():
-                print(f"{name}\t{role}")
+            for name, role, wards in accounts.users():
+                print(f"{name}\t{role}\t{wards or 'all wards'}")
             return 0
         if not args.username:
             raise WardwatchError("users add: give a username")
@@ -396,7 +399,8 @@ def _users(args: argparse.Namespace) -> int:
             password = getpass.getpass(f"password for {args.username}: ")
             if getpass.getpass("again: ") != password:
                 raise WardwatchError("the passwords differ")
-        accounts.add_user(args.username, password, args.role, replace=args.reset)
+        accounts.add_user(args.username, password, args.role, replace=args.reset,
+                          wards=args.ward or ())
     except WardwatchError as exc:
         print(f"wardwatch: {exc}", file=sys.stderr)
         return 2

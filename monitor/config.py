@@ -73,6 +73,8 @@ class HttpSettings:
     session_idle_s: float = 1800.0  # a station session ends after this long unused
     session_max_s: float = 43200.0  # ... and this long after sign-in (a 12 h shift)
     trend_hours: float = 24.0  # per-minute trends kept in memory for the page
+    # wards whose staff read glucose in mmol/L ("*": every ward); the others, mg/dL
+    mmol_wards: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

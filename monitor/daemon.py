@@ -105,6 +105,7 @@ class Daemon:
         )
         self.metrics_port: int | None = None
         self.http_port: int | None = None
+        self.station: Station | None = None
 
     def _history_sink(self, store: Path) -> Sink:
         inf = self.settings.influx
@@ -252,8 +253,11 @@ class Daemon:
             return None
         app = web.Application()
         app.router.add_get("/healthz", self._health)
-        Station(self.processor, self.accounts, self.alarm_store, self.acknowledge,
-                secure_cookies=h.secure_cookies).install(app)
+        a = self.settings.alarms
+        self.station = Station(self.processor, self.accounts, self.alarm_store, self.acknowledge,
+                               secure_cookies=h.secure_cookies, mmol_wards=h.mmol_wards,
+                               snooze_default_s=a.snooze_default_s, snooze_max_s=a.snooze_max_s)
+        self.station.install(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.host, h.port)
@@ -309,6 +313,8 @@ class Daemon:
                 log.info("wardwatch running; store in %s", self.settings.store.dir)
                 await stop.wait()
                 log.info("stopping: intake first, then flush and close the sinks")
+                if self.station is not None:
+                    self.station.close()  # open pages show "stopping" at once
                 halt_intake.set()
                 self.intake.pause()
                 await clock

@@ -224,8 +224,10 @@ class AlarmEngine:
                 if not gs.latched:
                     gs.latched = True
                     self.dirty.add(key)
-                    self._audit(clock, a, "latched", "wardwatch",
-                                "condition cleared; latched until acknowledged")
+                    if not gs.latch_logged:  # a value hovering at its limit latches
+                        gs.latch_logged = True  # again and again: one audit line per alarm
+                        self._audit(clock, a, "latched", "wardwatch",
+                                    "condition cleared; latched until acknowledged")
             else:
                 events.append(self._resolve(key, gs, t, clock, value, "condition cleared"))
                 if target is not None:
@@ -259,6 +261,7 @@ class AlarmEngine:
         gs.snooze_until = None
         gs.acked_by = None
         gs.latched = False
+        gs.latch_logged = False
         gs.escalated = False
         self.by_id[ev.id] = key
         self.dirty.add(key)
@@ -315,7 +318,7 @@ class AlarmEngine:
     def _audit(self, clock: float, ev: AlarmEvent, action: str, by: str, detail: str,
                client: str = "") -> None:
         self.audit.append(AuditEntry(clock, ev.ward, ev.bed, ev.id, ev.code, ev.priority, action,
-                                     by, detail, client))
+                                     by, detail, client, ev.t))
 
     # -- inputs -----------------------------------------------------------------------
     def update(self, batch: ScoredBatch, streams: StreamTable,

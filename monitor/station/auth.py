@@ -16,6 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from monitor.sqlitedb import connect
 ROLES = ("viewer", "nurse", "admin")  # each may do what the ones before it may
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
-    username TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL
+    username TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL,
+    wards TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_sha256 TEXT PRIMARY KEY, username TEXT NOT NULL, csrf TEXT NOT NULL,
@@ -42,10 +44,15 @@ class Session:
     username: str
     role: str
     csrf: str
+    wards: frozenset[str] = frozenset()  # the wards this user sees and acts on; empty: all
 
     def may(self, role: str) -> bool:
         """Whether this session's role includes ``role``."""
         return ROLES.index(self.role) >= ROLES.index(role)
+
+    def sees(self, ward: str) -> bool:
+        """Whether this user may see (and, with the role, act on) ``ward``."""
+        return not self.wards or ward in self.wards
 
 
 def _sha(token: str) -> str:
@@ -65,31 +72,43 @@ class Accounts:
         # (slow, deliberately) password checks: every use holds this lock
         self._lock = threading.RLock()
         self._db = connect(self.path, what="station accounts", schema=_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(users)")}
+        if "wards" not in columns:  # a store written before accounts had wards
+            with self._db:
+                self._db.execute("ALTER TABLE users ADD COLUMN wards TEXT NOT NULL DEFAULT ''")
         # verifying against this when the user does not exist takes as long as a real
         # check, so response times do not tell which usernames exist
         self._dummy = self._hasher.hash(secrets.token_hex(16))
 
     # -- users -----------------------------------------------------------------------
     def add_user(self, username: str, password: str, role: str, *,
-                 replace: bool = False) -> None:
-        """Create a user (``replace``: or reset its password and role)."""
+                 replace: bool = False, wards: Sequence[str] = ()) -> None:
+        """Create a user (``replace``: or reset its password, role and wards). ``wards``
+        limits what the user sees and acts on; none: every ward."""
         if role not in ROLES:
             raise WardwatchError(f"role must be one of {', '.join(ROLES)}")
         if not username or len(username) > 64 or not username.isprintable():
             raise WardwatchError("username: 1-64 printable characters")
         if len(password) < 10:
             raise WardwatchError("password: at least 10 characters")
+        if any(not w or "," in w or not w.isprintable() for w in wards):
+            raise WardwatchError("wards: printable names without commas")
         with self._lock, self._db:
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             try:
-                self._db.execute(f"{verb} INTO users VALUES (?, ?, ?, ?)",
-                                 (username, self._hasher.hash(password), role, time.time()))
+                self._db.execute(
+                    f"{verb} INTO users (username, hash, role, created, wards)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (username, self._hasher.hash(password), role, time.time(),
+                     ",".join(sorted(set(wards)))))
             except sqlite3.IntegrityError as exc:
                 raise WardwatchError(f"user {username!r} exists") from exc
 
-    def users(self) -> list[tuple[str, str]]:
+    def users(self) -> list[tuple[str, str, str]]:
+        """(username, role, wards: comma-separated, empty for all)."""
         with self._lock:
-            return list(self._db.execute("SELECT username, role FROM users ORDER BY username"))
+            return list(self._db.execute(
+                "SELECT username, role, wards FROM users ORDER BY username"))
 
     def check_password(self, username: str, password: str) -> str | None:
         """The user's role if the password is right, else None."""
@@ -126,12 +145,13 @@ class Accounts:
         now = time.time() if now is None else now
         with self._lock:
             row = self._db.execute(
-                "SELECT s.username, u.role, s.csrf, s.created, s.last_seen FROM sessions s"
+                "SELECT s.username, u.role, s.csrf, s.created, s.last_seen, u.wards"
+                " FROM sessions s"
                 " JOIN users u ON u.username = s.username WHERE s.token_sha256 = ?",
                 (_sha(token),)).fetchone()
         if row is None:
             return None
-        username, role, csrf, created, last_seen = row
+        username, role, csrf, created, last_seen, wards = row
         if now - created > self.max_s or now - last_seen > self.idle_s:
             self.close_session(token)
             return None
@@ -139,7 +159,7 @@ class Accounts:
             with self._lock, self._db:
                 self._db.execute("UPDATE sessions SET last_seen = ? WHERE token_sha256 = ?",
                                  (now, _sha(token)))
-        return Session(username, role, csrf)
+        return Session(username, role, csrf, frozenset(w for w in wards.split(",") if w))
 
     def close_session(self, token: str) -> None:
         with self._lock, self._db:

@@ -2,36 +2,41 @@
 
 Pages are static files (``static/``) that read JSON and a server-sent event stream:
 
-* ``GET /api/stream`` — every second, the ward as it is: per bed the newest accepted
-  value of each vital with its age, NEWS2 band and staleness, and the active alarms.
+* ``GET /api/stream?ward=W`` — server-sent events: the ward once (``snapshot``), then
+  every second only what changed (``delta``: beds and vitals that moved, the new bed order)
+  or a ``beat`` when nothing did; ``stopping`` when the daemon shuts down. Gzip-compressed
+  with a flush per event when the browser accepts it.
 * ``GET /api/sparklines``, ``GET /api/trend/{ward}/{bed}?hours=H`` — per-minute trends
   with the forecast and its interval; ``GET /api/audit`` — the audit log.
 * ``POST /api/ack`` — acknowledge or snooze (nurse or admin, with the CSRF token).
 
-Every page and API needs a signed-in user; ``/healthz`` and ``/login`` do not.
+Every page and API needs a signed-in user; ``/healthz`` and ``/login`` do not. A user
+limited to some wards sees and acts on only those, in every API. Static files are served
+under content hashes and cached for a year; responses over 1 KB are compressed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import math
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from monitor.alarms import GroupState
 from monitor.alarmstore import AlarmStore
 from monitor.pipeline import Processor
-from monitor.rules import RULES
 from monitor.station.auth import Accounts, Session
+from monitor.station.view import Changes, alarm_view, rule_of, ward_snapshot
+from monitor.station.words import unit_text
 from monitor.trends import FC, FC_SD, FC_T, MEAN, MINUTE
 from monitor.vitals import METRICS
 from monitor.wire import validate_ack
@@ -40,8 +45,8 @@ log = logging.getLogger(__name__)
 
 COOKIE = "ww_session"
 LOGIN_COOKIE = "ww_login"
-RANK = {"high": 3, "medium": 2, "low": 1}
 STATIC = resources.files("monitor.station").joinpath("static")
+_STATIC_REF = re.compile(r'(src|href)="/static/([^"?]+)"')
 _STATIC_PATH = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*[A-Za-z0-9_-][A-Za-z0-9._-]*")
 MAX_FAILURES = 5  # failed sign-ins per user within LOCKOUT_S, then refused for LOCKOUT_S
 LOCKOUT_S = 300.0
@@ -56,71 +61,29 @@ _SECURITY_HEADERS = {
 Acknowledge = Callable[[str, str, dict[str, Any]], Awaitable[str | None]]
 
 
-def alarm_view(ev: Any, gs: GroupState) -> dict[str, Any]:
-    d = asdict(ev)
-    d.update(latched=gs.latched, escalated=gs.escalated, acked_by=gs.acked_by,
-             ack_action=gs.ack_action, snooze_until=gs.snooze_until, since=gs.fired_at)
-    return d
-
-
-def ward_snapshot(processor: Processor, now: float) -> list[dict[str, Any]]:
-    """Every bed: newest accepted vitals with age, band and staleness; active alarms."""
-    st = processor.streams
-    engine = processor.alarms
-    beds: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def bed_entry(ward: str, bed: str) -> dict[str, Any]:
-        return beds.setdefault((ward, bed), {"ward": ward, "bed": bed, "vitals": {},
-                                             "alarms": [], "priority": None})
-
-    for i, (ward, bed, mid) in enumerate(st.keys):
-        if mid >= len(METRICS):
-            continue
-        m = METRICS[mid]
-        value, t = float(st.value[i]), float(st.value_t[i])
-        rule = RULES.get(mid)
-        band = rule.bands[rule.band_of(value)] if rule is not None and value == value else None
-        stale_group = engine.groups.get((ward, bed, f"{m.name}.stale"))
-        bed_entry(ward, bed)["vitals"][m.name] = {
-            "value": None if math.isnan(value) else value,
-            "t": None if math.isnan(t) else t,
-            "age_s": max(0.0, now - float(st.wall_seen[i])),
-            "unit": m.unit,
-            "band": band.code if band else None,
-            "band_priority": band.priority if band else None,
-            "stale": stale_group is not None and stale_group.alarm is not None,
-        }
-    for ev, gs in engine.active():
-        entry = bed_entry(ev.ward, ev.bed)
-        entry["alarms"].append(alarm_view(ev, gs))
-        if RANK[ev.priority] > RANK.get(entry["priority"] or "", 0):
-            entry["priority"] = ev.priority
-    for (ward, bed), (t, score) in processor.bed_scores.items():
-        bed_entry(ward, bed)["anomaly"] = {"score": score, "t": t}
-    out = sorted(beds.values(), key=lambda b: (-RANK.get(b["priority"] or "", 0),
-                                                b["ward"], _natural(b["bed"])))
-    for b in out:
-        b["alarms"].sort(key=lambda a: (-RANK[a["priority"]], a["since"]))
-    return out
-
-
-def _natural(name: str) -> tuple[int, str]:
-    return (int(name), "") if name.isdigit() else (1 << 30, name)
-
-
 class Station:
     """The routes of the station page, on the daemon's aiohttp application."""
 
     def __init__(self, processor: Processor, accounts: Accounts, alarm_store: AlarmStore,
                  acknowledge: Acknowledge, *, secure_cookies: bool = False,
-                 stream_interval_s: float = 1.0) -> None:
+                 stream_interval_s: float = 1.0, mmol_wards: tuple[str, ...] = (),
+                 snooze_default_s: float = 600.0, snooze_max_s: float = 3600.0) -> None:
         self.processor = processor
         self.accounts = accounts
         self.alarm_store = alarm_store
         self.acknowledge = acknowledge
         self.secure = secure_cookies
         self.interval = stream_interval_s
+        self.mmol_wards = frozenset(mmol_wards)
+        self.snooze_default_s = snooze_default_s
+        self.snooze_max_s = snooze_max_s
         self._failures: dict[str, list[float]] = {}  # username → times of failed sign-ins
+        self._closing = asyncio.Event()
+        self._hashes: dict[str, str] = {}  # static file → content hash (its cache key)
+
+    def close(self) -> None:
+        """The daemon is stopping: every open stream says so and ends at once."""
+        self._closing.set()
 
     def install(self, app: web.Application) -> None:
         app.middlewares.append(self._headers)
@@ -132,6 +95,7 @@ class Station:
         r.add_get("/bed", self.page("bed.html"))
         r.add_get("/static/{path:.+}", self.static)
         r.add_get("/api/me", self.me)
+        r.add_get("/api/wards", self.wards)
         r.add_get("/api/beds", self.beds)
         r.add_get("/api/alarms", self.alarms)
         r.add_get("/api/stream", self.stream)
@@ -151,6 +115,10 @@ class Station:
             self._secure(request, exc.headers)
             raise
         self._secure(request, resp.headers)
+        body = resp.body if isinstance(resp, web.Response) else None
+        if (isinstance(body, bytes | bytearray) and len(body) > 1024
+                and not resp.headers.get("Content-Encoding")):
+            resp.enable_compression()  # gzip or deflate, as the browser accepts
         return resp
 
     @staticmethod
@@ -192,11 +160,24 @@ class Station:
             raise web.HTTPNotFound()
         return web.Response(body=node.read_bytes(), content_type=content_type)
 
+    def _hash(self, name: str) -> str:
+        """The content hash of a static file: part of its URL, so it can be cached forever."""
+        if name not in self._hashes:
+            node = STATIC.joinpath(name)
+            data = node.read_bytes() if node.is_file() else b""
+            self._hashes[name] = hashlib.sha256(data).hexdigest()[:12]
+        return self._hashes[name]
+
     # -- pages -----------------------------------------------------------------------
     def page(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             self._require(request)
-            return self._file(name, "text/html")
+            html = STATIC.joinpath(name).read_text("utf-8")
+            html = _STATIC_REF.sub(lambda m: f'{m[1]}="/static/{m[2]}?v={self._hash(m[2])}"',
+                                   html)
+            resp = web.Response(text=html, content_type="text/html")
+            resp.headers["Cache-Control"] = "no-cache"
+            return resp
         return handler
 
     async def static(self, request: web.Request) -> web.Response:
@@ -207,7 +188,12 @@ class Station:
         ext = path[path.rfind("."):]
         if ext not in types:
             raise web.HTTPNotFound()
-        return self._file(path, types[ext])
+        resp = self._file(path, types[ext])
+        if request.query.get("v") == self._hash(path):
+            resp.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        else:
+            resp.headers["Cache-Control"] = "no-cache"
+        return resp
 
     async def login_page(self, request: web.Request) -> web.Response:
         token = secrets.token_urlsafe(24)
@@ -256,46 +242,97 @@ class Station:
         return resp
 
     # -- API -------------------------------------------------------------------------
+    def _wards(self, request: web.Request, s: Session) -> frozenset[str] | None:
+        """The wards a request covers: ``?ward=`` (if the user may see it), else all the
+        user's wards (None: every ward)."""
+        asked = request.query.get("ward", "")
+        if asked:
+            if not s.sees(asked):
+                raise web.HTTPForbidden(text=f'{{"error": "not your ward: {asked[:32]}"}}',
+                                        content_type="application/json")
+            return frozenset({asked})
+        return s.wards or None
+
+    def _snapshot(self, wards: frozenset[str] | None, now: float) -> list[dict[str, Any]]:
+        return ward_snapshot(self.processor, now, wards=wards, mmol_wards=self.mmol_wards)
+
     async def me(self, request: web.Request) -> web.Response:
         s = self._require(request)
-        return web.json_response({"username": s.username, "role": s.role, "csrf": s.csrf,
-                                  "may_ack": s.may("nurse")})
+        return web.json_response({
+            "username": s.username, "role": s.role, "csrf": s.csrf, "may_ack": s.may("nurse"),
+            "wards": sorted(s.wards), "snooze_default_s": self.snooze_default_s,
+            "snooze_max_s": self.snooze_max_s})
+
+    async def wards(self, request: web.Request) -> web.Response:
+        """The wards with data or alarms that this user may see."""
+        s = self._require(request)
+        known = {k[0] for k in self.processor.streams.keys}
+        known |= {ev.ward for ev, _ in self.processor.alarms.active()}
+        known.discard("_system")
+        return web.json_response(sorted(w for w in known if s.sees(w)))
 
     async def beds(self, request: web.Request) -> web.Response:
-        self._require(request)
-        return web.json_response(ward_snapshot(self.processor, time.time()))
+        s = self._require(request)
+        return web.json_response(self._snapshot(self._wards(request, s), time.time()))
 
     async def alarms(self, request: web.Request) -> web.Response:
-        self._require(request)
-        return web.json_response([alarm_view(ev, gs)
-                                  for ev, gs in self.processor.alarms.active()])
+        s = self._require(request)
+        wards = self._wards(request, s)
+        engine = self.processor.alarms
+        return web.json_response([
+            alarm_view(ev, gs, *rule_of(engine, ev)) for ev, gs in engine.active()
+            if wards is None or ev.ward in wards])
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: the ward every ``interval`` seconds, while signed in."""
-        self._require(request)
+        """Server-sent events: the ward, then its changes every ``interval`` seconds."""
+        s = self._require(request)
+        wards = self._wards(request, s)
         token = request.cookies.get(COOKIE)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                   "X-Accel-Buffering": "no"}
+        gz = None
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # one gzip member for the stream
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            raw = b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+            if gz is not None:  # flushed per event: the browser gets each one at once
+                raw = gz.compress(raw) + gz.flush(zlib.Z_SYNC_FLUSH)
+            await resp.write(raw)
+
+        changes = Changes()
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-            while self.accounts.session(token) is not None:
+            now = time.time()
+            await send("snapshot", {"now": now, "interval": self.interval,
+                                    **changes.first(self._snapshot(wards, now))})
+            while not self._closing.is_set() and self.accounts.session(token) is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self.interval)
+                if self._closing.is_set():
+                    break
                 now = time.time()
-                body = web.json_response({"now": now, "beds": ward_snapshot(
-                    self.processor, now)}).text
-                await resp.write(f"event: ward\ndata: {body}\n\n".encode())
-                await asyncio.sleep(self.interval)
-            await resp.write(b"event: signed_out\ndata: {}\n\n")
+                delta = changes.next(self._snapshot(wards, now))
+                await send("beat" if delta is None else "delta", {"now": now, **(delta or {})})
+            if self._closing.is_set():
+                await send("stopping", {"now": time.time()})
+            else:
+                await send("signed_out", {})
+            if gz is not None:
+                await resp.write(gz.flush())
         return resp
 
     async def sparklines(self, request: web.Request) -> web.Response:
         """The last hour of per-minute means of every stream."""
-        self._require(request)
+        s = self._require(request)
+        wards = self._wards(request, s)
         since = time.time() - 3600.0
         trends = self.processor.trends
         out: dict[str, dict[str, list[list[float]]]] = {}
         for i, (ward, bed, mid) in enumerate(self.processor.streams.keys):
-            if mid >= len(METRICS):
+            if mid >= len(METRICS) or (wards is not None and ward not in wards):
                 continue
             rows = trends.series(i, since)
             out.setdefault(f"{ward}/{bed}", {})[METRICS[mid].name] = [
@@ -304,8 +341,11 @@ class Station:
 
     async def trend(self, request: web.Request) -> web.Response:
         """Per-minute values, forecast and 95% interval, and alarm markers, for a bed."""
-        self._require(request)
+        s = self._require(request)
         ward, bed = request.match_info["ward"], request.match_info["bed"]
+        if not s.sees(ward):
+            raise web.HTTPForbidden(text='{"error": "not your ward"}',
+                                    content_type="application/json")
         try:
             hours = min(24.0, max(0.25, float(request.query.get("hours", "1"))))
         except ValueError as exc:
@@ -314,12 +354,12 @@ class Station:
         st = self.processor.streams
         vitals: dict[str, Any] = {}
         for mid, m in enumerate(METRICS):
-            s = st.find(ward, bed, mid)
-            if s is None:
+            sid = st.find(ward, bed, mid)
+            if sid is None:
                 continue
-            rows = self.processor.trends.series(s, since)
+            rows = self.processor.trends.series(sid, since)
             vitals[m.name] = {
-                "unit": m.unit,
+                "unit": unit_text(m.name, ward in self.mmol_wards or "*" in self.mmol_wards),
                 "t": (rows[:, MINUTE] * 60.0).tolist(),
                 "value": _nulls(rows[:, MEAN]),
                 "forecast_t": _nulls(rows[:, FC_T]),
@@ -333,13 +373,18 @@ class Station:
                                   "vitals": vitals, "alarms": fired})
 
     async def audit(self, request: web.Request) -> web.Response:
-        self._require(request)
+        """The audit log, newest first; ``who=people`` or ``who=system`` to separate what
+        staff did from wardwatch's own entries."""
+        s = self._require(request)
         try:
             limit = min(500, max(1, int(request.query.get("limit", "50"))))
         except ValueError as exc:
             raise web.HTTPBadRequest(text="limit: a whole number") from exc
-        ward = request.query.get("ward") or None
-        return web.json_response(self.alarm_store.audit_log(ward=ward, limit=limit))
+        wards = self._wards(request, s)
+        who = request.query.get("who", "")
+        people = {"people": True, "system": False}.get(who)
+        return web.json_response(self.alarm_store.audit_log(
+            wards=sorted(wards) if wards is not None else None, limit=limit, people=people))
 
     async def ack(self, request: web.Request) -> web.Response:
         s = self._require_change(request, "nurse")
@@ -352,6 +397,8 @@ class Station:
             raise web.HTTPBadRequest(text='{"error": "JSON object"}',
                                      content_type="application/json")
         ward, bed = str(body.pop("ward", "")), str(body.pop("bed", ""))
+        if ward and not s.sees(ward):
+            return web.json_response({"error": "not your ward"}, status=403)
         request_body = {**body, "by": s.username}
         problem = validate_ack(request_body)
         if problem is not None or not ward or not bed:
@@ -366,4 +413,4 @@ def _nulls(a: Any) -> list[float | None]:
     return [None if x != x else round(x, 2) for x in a.tolist()]
 
 
-__all__ = ["Station", "alarm_view", "ward_snapshot"]
+__all__ = ["Station"]
