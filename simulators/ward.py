@@ -41,6 +41,9 @@ def make_ward(beds: int, *, ward: str = "4A", seed: int = 7) -> list[Bed]:
     ]
 
 
+EARLY_S = 300.0  # simulated: 10 s of the demo at its default 30x
+
+
 def _ramp(t: float, onset: float, minutes: float) -> float:
     """0 before onset, rising linearly to 1 over ``minutes``."""
     return min(1.0, max(0.0, (t - onset) / (minutes * 60.0)))
@@ -54,20 +57,21 @@ def vitals_at(bed: Bed, t: float, rng: np.random.Generator) -> dict[str, float]:
     sbp += 4 * circadian + rng.normal(0, 3)
     glu += rng.normal(0, 2)
     s = bed.storyline
+    # every storyline is under way within EARLY_S, so a short demo shows alarms
     if s == "tachycardia":
-        hr += 65 * _ramp(t, 600, 30)
+        hr += 65 * _ramp(t, 120, 15)
     elif s == "shock":
-        k = _ramp(t, 900, 40)
+        k = _ramp(t, 180, 20)
         hr += 55 * k
         sbp -= 45 * k
     elif s == "hypoglycaemia":
-        glu -= 2.0 * max(0.0, (t - 600) / 60.0)  # 2 mg/dL per minute
+        glu -= 3.0 * max(0.0, (t - 120) / 60.0)  # 3 mg/dL per minute
         glu = max(glu, 38.0)
     elif s == "hyperglycaemia":
-        glu += 1.5 * max(0.0, (t - 600) / 60.0)
+        glu += 2.5 * max(0.0, (t - 120) / 60.0)
         glu = min(glu, 420.0)
     elif s == "bradycardia":
-        hr -= 40 * _ramp(t, 1200, 20)
+        hr -= 40 * _ramp(t, 120, 12)
     elif s == "artifacts" and rng.random() < 0.01:
         hr = 250.0  # a motion spike
     dbp = sbp * 0.62 + rng.normal(0, 2)

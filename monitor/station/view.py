@@ -60,8 +60,9 @@ def alarm_view(ev: AlarmEvent, gs: GroupState, rule: Rule | None = None,
 
 
 def _alarm_key(a: dict[str, Any]) -> tuple[Any, ...]:
+    # unanswered first; then priority, severity, and the one waiting longest
     return (a["state"] == "acknowledged", -RANK[a["priority"]], a.get("severity", 2),
-            -a["since"])
+            a["since"])
 
 
 def _natural(name: str) -> tuple[int, str]:

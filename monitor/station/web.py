@@ -368,7 +368,8 @@ class Station:
                 "hi": _nulls(rows[:, FC] + 1.96 * rows[:, FC_SD]),
             }
         fired = [e for e in self.alarm_store.audit_log(ward=ward, limit=500)
-                 if e["bed"] == bed and e["action"] == "firing" and e["clock"] >= since]
+                 if e["bed"] == bed and e["action"] == "firing"
+                 and (e["clock"] if e["t"] is None else e["t"]) >= since]
         return web.json_response({"ward": ward, "bed": bed, "hours": hours, "now": time.time(),
                                   "vitals": vitals, "alarms": fired})
 

@@ -12,7 +12,6 @@ The wire format keeps its codes (``hr.news2.3``); a nurse reads "Tachycardia 135
 
 from __future__ import annotations
 
-import math
 import re
 
 from monitor.ruleset import Level, Rule

@@ -450,3 +450,24 @@ def test_rising_pressure_and_glucose_predict_their_high_thresholds() -> None:
         (14700.0, "glucose.high.l2", "firing"),
         (14700.0, "glucose.high.predicted", "resolved"),
     ]
+
+
+def test_a_high_alarm_hovering_at_its_limit_writes_one_latched_line(tmp_path: Path) -> None:
+    """SBP 88 / 95 / 88 / 95 ...: sbp.news2.3 latches each time it clears and is back each
+    time it returns. The audit log says so once, not once per reading: a nurse's
+    acknowledgement must not scroll out of view behind it."""
+    w = Ward(tmp_path / "alarms.db")
+    got = w.obs("sbp", np.arange(0, 3600, 300), [88, 95] * 6)
+    assert got == [(0.0, "sbp.news2.3", "firing"), (300.0, "sbp.news2.3", "escalated")]
+    w.tick(3600)
+    assert w.store is not None
+    actions = [e["action"] for e in reversed(w.store.audit_log())]
+    assert actions.count("latched") == 1
+    (a, gs), = w.engine.active()
+    assert gs.latched and gs.latch_logged
+    # the next alarm of the rule gets its own line
+    w.control("ack", {"id": a.id, "by": "nurse.kim", "action": "ack"}, at=3700)
+    w.obs("sbp", [3900, 4200], [86, 96])
+    w.tick(4300)
+    actions = [e["action"] for e in reversed(w.store.audit_log())]
+    assert actions.count("latched") == 2

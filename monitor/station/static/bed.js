@@ -24,9 +24,10 @@ function chart(host, name, v, alarms, t) {
   new uPlot({
     width: Math.max(300, host.clientWidth - 16), height: 220,
     scales: { x: { time: true, range: () => {
-      // the window asked for, to the furthest forecast (the demo's clock may run ahead)
-      const end = Math.max(t.now, ...xs);
-      return [Math.min(t.now - t.hours * 3600, ...xs), end];
+      // one clock, the data's: the window asked for, back from the newest value, out to
+      // the furthest forecast (in the demo, simulated time runs ahead of the wall clock)
+      const now = v.t.length ? Math.max(...v.t) : t.now;
+      return [now - t.hours * 3600, Math.max(now, ...xs)];
     } } },
     axes: [{ stroke: "#9aa7b4", grid: { stroke: "#2c3641" } },
            { stroke: "#9aa7b4", grid: { stroke: "#2c3641" } }],
@@ -40,7 +41,8 @@ function chart(host, name, v, alarms, t) {
       const ctx = u.ctx;
       ctx.save();
       for (const a of marks) {
-        const x = u.valToPos(a.clock, "x", true);
+        // at the observation time the alarm names: the data's clock, not the wall's
+        const x = u.valToPos(a.t ?? a.clock, "x", true);
         if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
         ctx.strokeStyle = a.priority === "high" ? "#ff4d4d" : a.priority === "medium" ? "#ffd23f" : "#3fd4ff";
         ctx.lineWidth = 2;
@@ -60,7 +62,7 @@ async function load(hours) {
   host.replaceChildren();
   for (const [name, v] of Object.entries(t.vitals)) chart(host, name, v, t.alarms, t);
   document.getElementById("fired").replaceChildren(...t.alarms.map((a) => ww.el("tr", {},
-    ww.el("td", { text: ww.clock(a.clock) }), ww.el("td", { text: a.code }),
+    ww.el("td", { text: ww.clock(a.t ?? a.clock) }), ww.el("td", { text: a.code }),
     ww.el("td", {}, ww.badge(a.priority)), ww.el("td", { text: a.detail }))));
 }
 
