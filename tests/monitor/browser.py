@@ -60,4 +60,17 @@ def page_metrics(driver: Any) -> dict[str, float]:
     driver.execute_cdp_cmd("HeapProfiler.collectGarbage", {})
     driver.execute_cdp_cmd("Performance.enable", {})
     got = driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
-    return {m["name"]: float(m["value"]) for m in got}
+    out = {m["name"]: float(m["value"]) for m in got}
+    # nodes in the document (text nodes too), and those that are content: alarm and audit
+    # rows come and go with the ward. What no longer is in the document yet is alive
+    # (Nodes - Attached) is what a leak holds on to.
+    out.update(driver.execute_script("""
+        const count = (root) => {
+          if (!root) return 0;
+          const w = document.createTreeWalker(root, NodeFilter.SHOW_ALL);
+          let n = 0; while (w.nextNode()) n++; return n;
+        };
+        const rows = ["alarm-rows", "inop-rows", "audit-rows", "system-rows"]
+          .reduce((n, id) => n + count(document.getElementById(id)), 0);
+        return {Attached: count(document) + 1, ContentNodes: rows};"""))
+    return out
