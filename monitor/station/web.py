@@ -80,6 +80,7 @@ class Station:
         self._failures: dict[str, list[float]] = {}  # username → times of failed sign-ins
         self._closing = asyncio.Event()
         self._hashes: dict[str, str] = {}  # static file → content hash (its cache key)
+        self._snapshots: dict[frozenset[str] | None, tuple[float, list[dict[str, Any]]]] = {}
 
     def close(self) -> None:
         """The daemon is stopping: every open stream says so and ends at once."""
@@ -254,7 +255,15 @@ class Station:
         return s.wards or None
 
     def _snapshot(self, wards: frozenset[str] | None, now: float) -> list[dict[str, Any]]:
-        return ward_snapshot(self.processor, now, wards=wards, mmol_wards=self.mmol_wards)
+        """The ward(s) now; pages open on the same wards share one snapshot per tick."""
+        cached = self._snapshots.get(wards)
+        if cached is not None and 0 <= now - cached[0] < self.interval / 2:
+            return cached[1]
+        beds = ward_snapshot(self.processor, now, wards=wards, mmol_wards=self.mmol_wards)
+        if len(self._snapshots) > 64:  # ward filters come and go with the pages open
+            self._snapshots.clear()
+        self._snapshots[wards] = (now, beds)
+        return beds
 
     async def me(self, request: web.Request) -> web.Response:
         s = self._require(request)

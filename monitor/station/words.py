@@ -116,12 +116,6 @@ def shown(x: float, op: str, thr: float, scale: float = 1.0,
     return f"{x * scale!r}", f"{thr * scale!r}"
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min"
-
-
 def describe(rule: Rule, level: Level, value: float | None, *, mmol: bool = False) -> str:
     """The alarm as a nurse reads it, at ``value`` (the event's value)."""
     words = condition(rule, level)
@@ -152,8 +146,10 @@ def describe(rule: Rule, level: Level, value: float | None, *, mmol: bool = Fals
             d = len(limit.partition(".")[2])
             clears = f", clears {_EXIT_OP[op]} {exit_thr:.{d}f}"
         return f"{words} {v} (limit {_OP[op]} {limit}{clears})"
-    if rule.signal == "stale":
-        return f"{words} for {_duration(value)} (limit {_OP[op]} {_duration(thr)})"
+    if rule.signal == "stale":  # seconds, or minutes for limits of two minutes and more
+        unit, scale, decimals = ("s", 1.0, 0) if thr < 120 else ("min", 1 / 60, 1)
+        v, limit = shown(value, op, thr, scale, decimals)
+        return f"{words} for {v} {unit} (limit {_OP[op]} {limit} {unit})"
     if rule.signal in ("tlo", "thi", "slope", "drift", "flat"):
         label = next((m.label for m in METRICS if m.name == metric), metric)
         v = f"{value * scale:.{decimals}f}"

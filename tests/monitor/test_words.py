@@ -49,7 +49,7 @@ def test_what_a_nurse_reads() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from([(r, lv) for r, lv in PAIRS if r.signal == "value"]),
+@given(st.sampled_from([(r, lv) for r, lv in PAIRS if r.signal in ("value", "stale")]),
        st.integers(-500, 500), st.booleans())
 def test_a_value_shown_against_its_limit_compares_as_the_real_one(
         pair: tuple[Rule, Level], hundredths: int, mmol: bool) -> None:
