@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from monitor.config import (
+    HttpSettings,
     InfluxSettings,
     IngestSettings,
     MetricsSettings,
@@ -99,6 +102,26 @@ def daemon_settings(services: Any, store: Path, **influx: Any) -> Settings:
 async def running(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
     rd = RunningDaemon(daemon_settings(services, tmp_path))
     await rd.start()
+    try:
+        yield rd
+    finally:
+        await rd.stop()
+
+
+STATION_PASSWORD = "correct horse battery"
+
+
+@contextlib.asynccontextmanager
+async def running_station(services: Any, store: Path, users: dict[str, tuple[str, Sequence[str]]],
+                          **changes: Any) -> AsyncIterator[RunningDaemon]:
+    """A daemon serving the station page on a free port, with ``users`` (name: (role,
+    wards)) whose password is STATION_PASSWORD; ``changes`` replace settings."""
+    settings = replace(daemon_settings(services, store),
+                       http=HttpSettings(port=services_mod.free_port()), **changes)
+    rd = RunningDaemon(settings)
+    daemon = await rd.start()
+    for name, (role, wards) in users.items():
+        daemon.accounts.add_user(name, STATION_PASSWORD, role, wards=wards)
     try:
         yield rd
     finally:

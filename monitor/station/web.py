@@ -254,9 +254,11 @@ class Station:
             return frozenset({asked})
         return s.wards or None
 
-    def _snapshot(self, wards: frozenset[str] | None, now: float) -> list[dict[str, Any]]:
-        """The ward(s) now; pages open on the same wards share one snapshot per tick."""
-        cached = self._snapshots.get(wards)
+    def _snapshot(self, wards: frozenset[str] | None, now: float,
+                  shared: bool = False) -> list[dict[str, Any]]:
+        """The ward(s) now; ``shared``: streams open on the same wards share one snapshot
+        per tick (what another stream computed less than half a tick ago)."""
+        cached = self._snapshots.get(wards) if shared else None
         if cached is not None and 0 <= now - cached[0] < self.interval / 2:
             return cached[1]
         beds = ward_snapshot(self.processor, now, wards=wards, mmol_wards=self.mmol_wards)
@@ -323,7 +325,7 @@ class Station:
                 if self._closing.is_set():
                     break
                 now = time.time()
-                delta = changes.next(self._snapshot(wards, now))
+                delta = changes.next(self._snapshot(wards, now, shared=True))
                 await send("beat" if delta is None else "delta", {"now": now, **(delta or {})})
             if self._closing.is_set():
                 await send("stopping", {"now": time.time()})

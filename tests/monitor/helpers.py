@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -13,6 +17,7 @@ import httpx
 import orjson
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mqtt_client(url: str) -> aiomqtt.Client:
@@ -52,3 +57,13 @@ async def influxql(url: str, db: str, q: str) -> list[dict[str, Any]]:
         return []
     s = res["series"][0]
     return [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
+
+
+def spawn_daemon(settings: Any, store: Path, http_port: int) -> subprocess.Popen[bytes]:
+    """``wardwatch run`` in its own process (SQLite history in the store); log in the store."""
+    env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": settings.mqtt.client_id}
+    with open(store / "daemon.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--broker", settings.mqtt.url,
+             "--store", str(store), "--metrics-port", "0", "--http-port", str(http_port)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)

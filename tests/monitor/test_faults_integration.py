@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,8 +16,8 @@ import orjson
 import pytest
 
 from monitor.daemon import Daemon
-from tests.conftest import REPO, RunningDaemon, daemon_settings, services_mod
-from tests.monitor.helpers import eventually, mqtt_client, publish
+from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.monitor.helpers import eventually, mqtt_client, publish, spawn_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +80,6 @@ async def test_alarm_events_committed_before_a_crash_are_published_once_after_re
         (str(b), "hr.news2.3", "firing"): 1 for b in range(BEDS)}
 
 
-def _spawn(settings: Any, store: Path, http_port: int) -> subprocess.Popen[bytes]:
-    """``wardwatch run`` in its own process (SQLite history in the store); log in the store."""
-    env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": settings.mqtt.client_id}
-    with open(store / "daemon.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--broker", settings.mqtt.url,
-             "--store", str(store), "--metrics-port", "0", "--http-port", str(http_port)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
-
-
 async def _subscribed(proc: subprocess.Popen[bytes], http_port: int) -> None:
     async def probe() -> bool:
         assert proc.poll() is None, "the daemon exited"
@@ -133,7 +121,7 @@ async def test_sigkill_under_load_loses_no_observation_and_no_alarm_event(
         await sub.subscribe("wardwatch/v1/alerts/8B/#", qos=1)
         done = asyncio.Event()
         reader = asyncio.create_task(_collect(sub, got, done))
-        proc = _spawn(settings, tmp_path, port)
+        proc = spawn_daemon(settings, tmp_path, port)
 
         async def load() -> None:
             # 200 beds x 100 samples, one observation per message, plus 20 alarming beds
@@ -154,7 +142,7 @@ async def test_sigkill_under_load_loses_no_observation_and_no_alarm_event(
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         stored_at_kill = _history_rows(tmp_path)
-        proc = _spawn(settings, tmp_path, port)
+        proc = spawn_daemon(settings, tmp_path, port)
         try:
             await _subscribed(proc, port)
             await publisher

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from monitor.config import HttpSettings
 from monitor.ruleset import parse_overrides
 from monitor.station.auth import Accounts
-from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.conftest import RunningDaemon, running_station
 from tests.monitor.helpers import eventually, publish
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,18 +61,12 @@ def test_the_users_command_creates_the_first_admin(tmp_path: Path) -> None:
 # -- the API's guards, on a running daemon ------------------------------------------------
 @pytest.fixture
 async def station(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    settings = daemon_settings(services, tmp_path)
-    settings = replace(settings, http=HttpSettings(port=services_mod.free_port()),
-                       # HR stale after 3 s instead of 60, to see it within a test
-                       rules={"*": parse_overrides({"hr.stale": {"threshold": 3.0}}, "test")})
-    rd = RunningDaemon(settings)
-    daemon = await rd.start()
-    daemon.accounts.add_user("nurse.kim", PASSWORD, "nurse")
-    daemon.accounts.add_user("viewer.vic", PASSWORD, "viewer")
-    try:
+    # HR stale after 3 s instead of 60, to see it within a test
+    rules = {"*": parse_overrides({"hr.stale": {"threshold": 3.0}}, "test")}
+    async with running_station(services, tmp_path, {"nurse.kim": ("nurse", ()),
+                                                    "viewer.vic": ("viewer", ())},
+                               rules=rules) as rd:
         yield rd
-    finally:
-        await rd.stop()
 
 
 def _base(rd: RunningDaemon) -> str:

@@ -14,16 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from monitor.config import HttpSettings
-from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.conftest import RunningDaemon, daemon_settings, running_station, services_mod
 from tests.monitor.browser import chromium, page_metrics, sign_in, wait
-from tests.monitor.helpers import eventually, mqtt_client, publish
+from tests.monitor.helpers import eventually, mqtt_client, publish, spawn_daemon
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -33,17 +31,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def station(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    settings = daemon_settings(services, tmp_path)
-    settings = replace(settings, http=HttpSettings(port=services_mod.free_port()))
-    rd = RunningDaemon(settings)
-    daemon = await rd.start()
-    daemon.accounts.add_user("nurse.kim", PASSWORD, "nurse")
-    daemon.accounts.add_user("viewer.vic", PASSWORD, "viewer")
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
+    async with running_station(services, tmp_path, {"nurse.kim": ("nurse", ()),
+                                                    "viewer.vic": ("viewer", ())}) as rd:
         yield rd
-    finally:
-        await rd.stop()
 
 
 def _base(rd: RunningDaemon) -> str:
@@ -264,12 +255,7 @@ def _daemon_process(settings: Any, store: Path, port: int) -> subprocess.Popen[b
          "--store", str(store)], input=PASSWORD + "\n", capture_output=True, text=True,
         cwd=REPO, check=False)
     assert add.returncode == 0, add.stderr
-    env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": settings.mqtt.client_id}
-    with open(store / "daemon.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--broker", settings.mqtt.url,
-             "--store", str(store), "--metrics-port", "0", "--http-port", str(port)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    return spawn_daemon(settings, store, port)
 
 
 async def test_a_dead_daemon_is_shown_loudly_within_six_seconds(services: Any,
@@ -386,12 +372,13 @@ async def test_a_shift_at_60_beds_leaks_nothing(station: RunningDaemon) -> None:
         print(f"page over {seconds:.0f} s at 60 beds (settled, half-way, end): "
               + "; ".join(f"{k} {b[k]:.0f} -> {m[k]:.0f} -> {a[k]:.0f}" for k in b))
         # flat: the old page added +71 MB in 30 s and thousands of nodes and listeners.
-        # Alarm and audit rows are content (they come and go with the ward); everything
-        # else in the document, and whatever left it, must not grow
+        # Alarm and audit rows are content (they come and go with the ward); a tile holds
+        # a few more nodes while it shows an alarm (badge, alarm line): at most 5 a bed.
+        # Nothing else in the document, and nothing that left it, may grow
         assert a["heap"] - b["heap"] < 2e6, (b, a)
         assert a["listeners"] - b["listeners"] < 40, (b, a)
         assert a["detached"] - b["detached"] < 300, (b, a)
-        assert a["structure"] - b["structure"] < 100, (b, a)
+        assert a["structure"] - b["structure"] <= 5 * 60, (b, a)
     finally:
         stop.set()
         await feeder

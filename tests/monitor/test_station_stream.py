@@ -17,7 +17,7 @@ import pytest
 
 from monitor.config import HttpSettings
 from simulators.ward import make_ward, observations
-from tests.conftest import RunningDaemon, daemon_settings, services_mod
+from tests.conftest import RunningDaemon, daemon_settings, running_station, services_mod
 from tests.monitor.helpers import eventually, mqtt_client, publish
 
 PASSWORD = "correct horse battery"
@@ -26,16 +26,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def station(services: Any, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    settings = daemon_settings(services, tmp_path)
-    settings = replace(settings, http=HttpSettings(port=services_mod.free_port()))
-    rd = RunningDaemon(settings)
-    daemon = await rd.start()
-    daemon.accounts.add_user("nurse.kim", PASSWORD, "nurse")
-    daemon.accounts.add_user("nurse.ana", PASSWORD, "nurse", wards=["4A"])
-    try:
+    async with running_station(services, tmp_path, {"nurse.kim": ("nurse", ()),
+                                                    "nurse.ana": ("nurse", ["4A"])}) as rd:
         yield rd
-    finally:
-        await rd.stop()
 
 
 async def _client(rd: RunningDaemon, user: str) -> tuple[httpx.AsyncClient, dict[str, Any]]:
