@@ -36,6 +36,7 @@ from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHisto
 from monitor.spool import Sink, Spool, SpooledWriter
 from monitor.station.auth import Accounts
 from monitor.station.web import Station
+from monitor.systemd import Notifier
 from monitor.wire import CONTROL_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class Daemon:
         self.metrics_port: int | None = None
         self.http_port: int | None = None
         self.station: Station | None = None
+        self.notifier = Notifier()  # systemd's READY / WATCHDOG / STOPPING; no-op elsewhere
+        self._progress = time.monotonic()  # when the processor last finished a batch
 
     def _history_sink(self, store: Path) -> Sink:
         inf = self.settings.influx
@@ -146,6 +149,7 @@ class Daemon:
                 out = self.processor.fail_batch(messages, exc)
             tokens = [tok for *_, tok in items]
             await self._deliver(out, functools.partial(self.intake.ack, tokens))
+            self._progress = time.monotonic()
             if last:
                 return
 
@@ -226,6 +230,15 @@ class Daemon:
                 self.processor.internal_error("clock", exc, now, "alarm clock tick")
                 out = Output(dead=self.processor.dead.drain(now))
             await self._deliver(out)
+            if self._healthy():
+                self.notifier.watchdog()
+
+    def _healthy(self) -> bool:
+        """For systemd's watchdog: the clock ticks (this runs on the event loop) and the
+        processor keeps up: its queue is empty, or it finished a batch within the
+        watchdog's timeout. A wedged pipeline stops the pings and systemd restarts it."""
+        limit = 2 * self.notifier.watchdog_s or 60.0
+        return self.raw.empty() or time.monotonic() - self._progress < limit
 
     async def acknowledge(self, ward: str, bed: str, request: dict[str, Any]) -> str | None:
         """Acknowledge or snooze an alarm (the station page); returns an error or None."""
@@ -311,8 +324,10 @@ class Daemon:
                 clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
                 self.intake.start()
                 log.info("wardwatch running; store in %s", self.settings.store.dir)
+                self.notifier.ready("watching")
                 await stop.wait()
                 log.info("stopping: intake first, then flush and close the sinks")
+                self.notifier.stopping()
                 if self.station is not None:
                     self.station.close()  # open pages show "stopping" at once
                 halt_intake.set()
@@ -337,6 +352,7 @@ class Daemon:
             self.spool.close()
             self.alarm_store.close()
             self.accounts.close()
+            self.notifier.close()
             log.info("wardwatch stopped")
         finally:
             if self.own_process:

@@ -42,6 +42,8 @@ PACKAGES = {
     # not a server: the browser the station-page tests drive (with its WebDriver)
     "chromium": ("/usr/bin/chromium", "chromium"),
     "chromedriver": ("/usr/bin/chromedriver", "chromium-driver"),
+    # checks the shipped systemd unit (systemd-analyze verify)
+    "systemd-analyze": ("/usr/bin/systemd-analyze", "systemd"),
 }
 
 START_TIMEOUT_S = 60.0
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "install":
-        ensure_installed((*ALL, "chromium", "chromedriver"))
+        ensure_installed((*ALL, "chromium", "chromedriver", "systemd-analyze"))
         return 0
     if args.cmd == "start":
         names = tuple(n.strip() for n in args.only.split(",") if n.strip())

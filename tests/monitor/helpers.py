@@ -59,9 +59,10 @@ async def influxql(url: str, db: str, q: str) -> list[dict[str, Any]]:
     return [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
 
 
-def spawn_daemon(settings: Any, store: Path, http_port: int) -> subprocess.Popen[bytes]:
+def spawn_daemon(settings: Any, store: Path, http_port: int,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``wardwatch run`` in its own process (SQLite history in the store); log in the store."""
-    env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": settings.mqtt.client_id}
+    env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": settings.mqtt.client_id, **(env or {})}
     with open(store / "daemon.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--broker", settings.mqtt.url,

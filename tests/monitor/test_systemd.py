@@ -1,0 +1,103 @@
+"""The daemon under systemd: the shipped unit verifies cleanly, and a real ``wardwatch run``
+says READY, pings the watchdog while its pipeline keeps up, and says STOPPING."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.daemon import Daemon
+from monitor.systemd import Notifier
+from tests.conftest import REPO, daemon_settings, services_mod
+from tests.monitor.helpers import spawn_daemon
+
+UNIT = REPO / "deploy" / "systemd" / "wardwatch.service"
+
+
+def test_the_shipped_unit_verifies_cleanly_and_is_hardened(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    for line in ("Type=notify", "WatchdogSec=30", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "CacheDirectory=wardwatch", "Environment=NUMBA_CACHE_DIR=/var/cache/wardwatch",
+                 "StateDirectory=wardwatch", "Restart=always"):
+        assert line in text, line
+    # verify it as installed, with ExecStart pointing at this checkout's wardwatch
+    here = Path(sys.executable).parent / "wardwatch"
+    unit = tmp_path / "wardwatch.service"
+    unit.write_text(text.replace("/opt/wardwatch/.venv/bin/wardwatch", str(here)))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, check=False)
+    # systemd-analyze exits 0 even for unknown keys and bad values: it only warns
+    complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines() if str(unit) in ln]
+    assert proc.returncode == 0 and not complaints, proc.stdout + proc.stderr
+
+
+def test_the_watchdog_stops_when_the_pipeline_is_wedged(services: Any, tmp_path: Path) -> None:
+    daemon = Daemon(daemon_settings(services, tmp_path))
+    try:
+        assert daemon._healthy()  # nothing waiting
+        daemon.raw.put_nowait(("wardwatch/v1/obs/4A/1", b"{}", time.time(), None))  # type: ignore[arg-type]
+        assert daemon._healthy()  # a batch finished a moment ago
+        daemon._progress -= 120  # ... and none since, with work waiting
+        assert not daemon._healthy()
+    finally:
+        daemon.alarm_store.close()
+        daemon.accounts.close()
+        daemon.spool.close()
+
+
+def test_outside_systemd_nothing_is_sent() -> None:
+    n = Notifier({})
+    assert not n.enabled and n.watchdog_s == 0
+    n.ready("watching")  # no socket: a no-op
+    other = Notifier({"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "30000000",
+                      "WATCHDOG_PID": "1"})
+    assert other.enabled and other.watchdog_s == 0  # another process's watchdog
+    other.notify("READY=1")  # an unreachable socket is logged once, never raised
+    other.close()
+
+
+@pytest.mark.integration
+async def test_a_real_daemon_says_ready_pings_and_says_stopping(services: Any,
+                                                                tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(1.0)
+    settings = daemon_settings(services, tmp_path)
+    proc = spawn_daemon(settings, tmp_path, services_mod.free_port(),
+                        env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "4000000"})
+    got: list[str] = []
+
+    def until(field: str, within: float) -> None:
+        deadline = time.monotonic() + within
+        while field not in got:
+            assert time.monotonic() < deadline, (field, got)
+            assert proc.poll() is None or field == "STOPPING=1", \
+                (tmp_path / "daemon.log").read_text()[-2000:]
+            try:
+                got.extend(sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+
+    try:
+        await asyncio.to_thread(until, "READY=1", 180)
+        assert "STATUS=watching" in got
+        await asyncio.to_thread(until, "WATCHDOG=1", 10)
+        got.clear()
+        await asyncio.to_thread(until, "WATCHDOG=1", 10)  # and again: every clock tick
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(until, "STOPPING=1", 30)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
