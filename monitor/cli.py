@@ -146,7 +146,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="a modelled responder acknowledges each alarm S seconds after "
                              "it sounds (0: nobody answers; default 120)")
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        extra = EXTRAS.get(root)
+        if extra is None:
+            raise
+        print(f"wardwatch {args.command}: needs {root}, which is not installed here: "
+              f"pip install 'wardwatch[{extra}]'", file=sys.stderr)
+        return 2
 
+
+# What a gateway does not carry: the optional libraries and the extra that brings each.
+EXTRAS = {"pandas": "replay", "pyarrow": "replay", "wfdb": "replay", "matplotlib": "eval",
+          "amqtt": "demo"}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("simulate", "evaluate", "replay"):
         return {"simulate": _simulate, "evaluate": _evaluate, "replay": _replay}[args.command](
             args)

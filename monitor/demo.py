@@ -179,6 +179,8 @@ async def run_demo(settings: Settings, *, broker_given: bool, beds: int, speed: 
                    simulated: float = 0.0) -> None:
     """Run broker (unless given), ward, daemon and view until Ctrl-C, ``duration`` wall
     seconds or ``simulated`` seconds of the ward's time, whichever comes first."""
+    if not broker_given:  # before anything starts: a missing extra is a one-line error
+        import amqtt.broker  # noqa: F401
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,35 @@ def test_the_daemon_does_not_import_the_evaluation_stack(tmp_path: Path) -> None
     out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path), *NOT_AT_RUNTIME],
                          cwd=REPO, capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.split() == []
+
+
+def test_a_gateway_install_leaves_them_out_and_a_command_that_needs_one_names_its_extra(
+        tmp_path: Path) -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {d.split(">")[0].split("<")[0].split("[")[0] for d in project["dependencies"]}
+    assert not runtime & set(NOT_AT_RUNTIME)
+    extras = project["optional-dependencies"]
+    for lib in NOT_AT_RUNTIME:  # each comes with an extra (statsmodels: tests and benchmarks)
+        assert any(d.startswith(lib) for deps in extras.values() for d in deps), lib
+    # on a gateway (simulated: the library shadowed by one that is "not installed")
+    for lib in ("pyarrow", "amqtt"):
+        stub = tmp_path / lib / lib
+        stub.mkdir(parents=True)
+        (stub / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{lib}'\", name={lib!r})\n")
+    (tmp_path / "in.csv").write_text("timestamp,value\n1763856000,80\n")
+    cases = {
+        "pyarrow": (["score", "--metric", "hr", "--input", str(tmp_path / "in.csv"),
+                     "--output", str(tmp_path / "out.csv")], "replay"),
+        "amqtt": (["demo", "--plain", "--duration", "1", "--metrics-port", "0"], "demo"),
+    }
+    for lib, (argv, extra) in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "monitor.cli", *argv], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, check=False,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path / lib)})
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"needs {lib}, which is not installed here: pip install 'wardwatch[{extra}]'" \
+            in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
