@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypedDict, get_type_hints
 
 from monitor.errors import ConfigError
 from monitor.wire import DEFAULT_LIMITS, OBS_SUBSCRIPTION, Limits
@@ -22,14 +22,28 @@ def _default_state_dir() -> str:
     return str(Path(base) / "wardwatch")
 
 
+class TlsFiles(TypedDict):
+    """The TLS files of a broker connection, as keyword arguments."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     url: str = "mqtt://127.0.0.1:1883"
     client_id: str = "wardwatch"
     subscribe: str = OBS_SUBSCRIPTION
     ca_file: str = ""
+    cert_file: str = ""  # a client certificate (PEM), with mqtts://
+    key_file: str = ""  # its private key (PEM); empty: in cert_file
     keepalive: int = 30
     max_in_flight: int = 100
+
+    def tls_files(self) -> TlsFiles:
+        return {"ca_file": self.ca_file, "cert_file": self.cert_file,
+                "key_file": self.key_file}
 
 
 @dataclass(frozen=True, slots=True)

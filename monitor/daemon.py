@@ -73,7 +73,7 @@ class Daemon:
         m = settings.mqtt
         self.intake = Intake(m.url, client_id=m.client_id,
                              subscriptions=[m.subscribe, *CONTROL_SUBSCRIPTIONS], queue=self.raw,
-                             clock=self.clock, metrics=self.metrics, ca_file=m.ca_file,
+                             clock=self.clock, metrics=self.metrics, tls_files=m.tls_files(),
                              keepalive=m.keepalive, slots=settings.ingest.queue_size)
         self.subscribed = self.intake.subscribed
         self.metrics.views.queues["ingest"] = self.raw.qsize
@@ -88,7 +88,7 @@ class Daemon:
         # published from there by the relay over a connection of their own.
         self.alerts = MqttPublisher(client_args(
             settings.mqtt.url, identifier=f"{settings.mqtt.client_id}-pub",
-            ca_file=settings.mqtt.ca_file, keepalive=settings.mqtt.keepalive,
+            keepalive=settings.mqtt.keepalive, **settings.mqtt.tls_files(),
         ), max_in_flight=settings.mqtt.max_in_flight, name="alerts")
         self._outbox_ready = asyncio.Event()
         self._relay_stopping = asyncio.Event()
@@ -100,7 +100,7 @@ class Daemon:
         self.deadletters = SpooledWriter(
             MqttPublisher(client_args(
                 settings.mqtt.url, identifier=f"{settings.mqtt.client_id}-dead",
-                ca_file=settings.mqtt.ca_file, keepalive=settings.mqtt.keepalive,
+                keepalive=settings.mqtt.keepalive, **settings.mqtt.tls_files(),
             ), max_in_flight=settings.mqtt.max_in_flight, name="deadletter"),
             self.spool, self.metrics, batch_size=500, flush_interval_s=0.2, queue_size=64,
         )

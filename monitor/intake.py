@@ -24,6 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from monitor.config import TlsFiles
 from monitor.metrics import Metrics
 from monitor.mqtt import paho_client
 
@@ -47,8 +48,8 @@ class Intake:
 
     def __init__(self, url: str, *, client_id: str, subscriptions: Sequence[str],
                  queue: asyncio.Queue[RawMessage | None], clock: Callable[[], float],
-                 metrics: Metrics, ca_file: str = "", keepalive: int = 30,
-                 slots: int = 10_000) -> None:
+                 metrics: Metrics, tls_files: TlsFiles | None = None,
+                 keepalive: int = 30, slots: int = 10_000) -> None:
         self.url = url
         self.subscriptions = list(subscriptions)
         self.queue = queue
@@ -60,7 +61,8 @@ class Intake:
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client, self._host, self._port = paho_client(
-            url, client_id=client_id, clean_session=False, ca_file=ca_file, manual_ack=True)
+            url, client_id=client_id, clean_session=False, manual_ack=True,
+            **(tls_files or TlsFiles(ca_file="", cert_file="", key_file="")))
         self._keepalive = keepalive
         c = self._client
         c.on_connect = self._on_connect

@@ -13,11 +13,13 @@ from monitor.errors import ConfigError
 
 
 def client_args(url: str, *, identifier: str, clean_session: bool | None = None,
-                ca_file: str = "", keepalive: int = 30) -> dict[str, Any]:
+                ca_file: str = "", cert_file: str = "", key_file: str = "",
+                keepalive: int = 30) -> dict[str, Any]:
     """aiomqtt.Client keyword arguments for a broker URL.
 
     ``mqtts://`` turns on TLS (system CAs, or ``ca_file``); user and password may be in
-    the URL's userinfo.
+    the URL's userinfo; ``cert_file`` and ``key_file`` present a client certificate (a
+    broker with ``use_identity_as_username`` takes the certificate's CN as the user).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
@@ -34,15 +36,26 @@ def client_args(url: str, *, identifier: str, clean_session: bool | None = None,
     if parts.username:
         args["username"] = unquote(parts.username)
         args["password"] = unquote(parts.password or "")
+    if (cert_file or key_file) and not tls:
+        raise ConfigError("mqtt.cert_file / key_file need an mqtts:// broker URL")
     if tls:
-        args["tls_context"] = ssl.create_default_context(cafile=ca_file or None)
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+        if cert_file:
+            try:
+                ctx.load_cert_chain(cert_file, key_file or None)
+            except (OSError, ssl.SSLError) as exc:  # the message names no key material
+                raise ConfigError(f"mqtt.cert_file {cert_file!r} / key_file {key_file!r}: "
+                                  f"{exc.strerror or exc}") from exc
+        args["tls_context"] = ctx
     return args
 
 
 def paho_client(url: str, *, client_id: str, clean_session: bool, ca_file: str = "",
+                cert_file: str = "", key_file: str = "",
                 manual_ack: bool = False) -> tuple[paho.Client, str, int]:
     """A paho client (not connected) for a broker URL, with its host and port."""
-    args = client_args(url, identifier=client_id, ca_file=ca_file)
+    args = client_args(url, identifier=client_id, ca_file=ca_file, cert_file=cert_file,
+                       key_file=key_file)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, manual_ack=manual_ack)
     if "username" in args:

@@ -97,3 +97,29 @@ def test_rules_from_the_documented_examples_apply_per_ward(tmp_path: Path) -> No
     assert "glucose.rise" not in rules.for_bed("4A", "1").by_name  # its only level is off
     assert "glucose.rise" in rules.for_bed("5B", "1").by_name
     assert RuleSet().for_bed("4A", "1").by_name["hr.high"].levels[0].code == "hr.news2.2"
+
+
+def test_a_client_certificate_needs_tls_and_readable_files(tmp_path: Path) -> None:
+    import subprocess
+
+    from monitor.mqtt import client_args
+
+    key, crt = tmp_path / "c.key", tmp_path / "c.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "1", "-subj", "/CN=4A\\/12"], check=True,
+                   capture_output=True)
+    args = client_args("mqtts://broker.ward:8883", identifier="x", cert_file=str(crt),
+                       key_file=str(key))
+    assert args["port"] == 8883 and args["tls_context"] is not None
+    with pytest.raises(ConfigError, match="need an mqtts://"):
+        client_args("mqtt://broker.ward:1883", identifier="x", cert_file=str(crt))
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError) as err:
+        client_args("mqtts://broker.ward:8883", identifier="x", cert_file=str(crt),
+                    key_file=str(wrong))
+    assert "c2VjcmV0" not in str(err.value)  # names the files, never their contents
+    settings = load(None, overrides={"mqtt": {"cert_file": str(crt), "key_file": str(key)}})
+    assert settings.mqtt.tls_files() == {"ca_file": "", "cert_file": str(crt),
+                                         "key_file": str(key)}
