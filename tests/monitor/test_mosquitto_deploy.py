@@ -25,6 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from monitor.config import AckSettings, MetricsSettings, MqttSettings, Settings, StoreSettings
+from monitor.mqtt import client_args
 from tests.conftest import REPO, RunningDaemon, services_mod
 from tests.monitor.helpers import eventually
 
@@ -44,6 +45,8 @@ USERS = {"wardwatch": "pw-w", "4A/12": "pw-d", "station-4A": "pw-s"}
 class Broker:
     port: int  # the ward network's listener (1883 as shipped)
     daemon_port: int  # the daemon's loopback listener (1884)
+    tls_port: int  # the ward network's TLS listener, client certificates (8883)
+    pki: Path  # deploy/pki/make-test-pki.sh's output: ca.crt, <name>.crt/.key
 
 
 @pytest.fixture
@@ -52,12 +55,16 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     (etc / "conf.d").mkdir(parents=True)
     var.mkdir()
     port, daemon_port = services_mod.free_port(), services_mod.free_port()
+    tls_port = services_mod.free_port()
+    subprocess.run([str(REPO / "deploy" / "pki" / "make-test-pki.sh"), str(etc / "certs")],
+                   check=True, capture_output=True)
 
     def place(text: str) -> str:
         return (text.replace("/etc/mosquitto/", f"{etc}/").replace("/var/lib/mosquitto/",
                                                                     f"{var}/")
                 .replace("listener 1883\n", f"listener {port} 127.0.0.1\n")
-                .replace("listener 1884 127.0.0.1\n", f"listener {daemon_port} 127.0.0.1\n"))
+                .replace("listener 1884 127.0.0.1\n", f"listener {daemon_port} 127.0.0.1\n")
+                .replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n"))
 
     # as services.py: stay the test's user (as root Mosquitto would switch to a
     # `mosquitto` user that cannot read the test's temp directory)
@@ -65,6 +72,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     (etc / "mosquitto.conf").write_text(place(DEBIAN_MAIN) + f"user {user}\n")
     shipped = (REPO / "deploy" / "mosquitto" / "wardwatch.conf").read_text()
     assert "listener 1883\n" in shipped and "listener 1884 127.0.0.1\n" in shipped
+    assert "listener 8883\n" in shipped
     assert "acl_file /etc/mosquitto/wardwatch.acl\n" in shipped
     (etc / "conf.d" / "wardwatch.conf").write_text(place(shipped))
     shutil.copy(REPO / "deploy" / "mosquitto" / "wardwatch.acl", etc / "wardwatch.acl")
@@ -77,12 +85,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        while not (_listening(port) and _listening(daemon_port)):
+        while not all(_listening(p) for p in (port, daemon_port, tls_port)):
             if proc.poll() is not None:
                 raise AssertionError(f"mosquitto did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "mosquitto did not listen"
             time.sleep(0.1)
-        yield Broker(port, daemon_port)
+        yield Broker(port, daemon_port, tls_port, etc / "certs")
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
@@ -196,5 +204,121 @@ async def test_nobody_takes_the_daemons_id_and_acks_carry_the_broker_user(
         # reachable from the broker's host only
         async with ward_client("station-4A", "wardwatch", broker.daemon_port):
             await eventually(lambda: reconnects() >= 1 or None, "the takeover")
+    finally:
+        await rd.stop()
+
+
+def _tls_client(broker: Broker, cert: str | None, client_id: str) -> tuple[paho.Client, Any]:
+    """A paho client on the TLS listener, presenting ``cert`` (None: no certificate)."""
+    import ssl
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    ctx = ssl.create_default_context(cafile=str(broker.pki / "ca.crt"))
+    if cert is not None:
+        ctx.load_cert_chain(broker.pki / f"{cert}.crt", broker.pki / f"{cert}.key")
+    c.tls_set_context(ctx)
+    result: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result["rc"] = rc
+        ready.set()
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result.setdefault("rc", f"disconnected: {rc}")
+        ready.set()
+
+    c.on_connect = on_connect
+    c.on_disconnect = on_disconnect
+    try:
+        c.connect("localhost", broker.tls_port)
+    except (ssl.SSLError, OSError) as exc:  # the handshake itself refused
+        return c, exc
+    c.loop_start()
+    if not ready.wait(10):
+        c.loop_stop()
+        return c, "no CONNACK"
+    return c, result["rc"]
+
+
+def test_tls_listener_wants_a_certificate_and_its_cn_is_the_user(broker: Broker) -> None:
+    """deploy/pki's certificates on the shipped TLS listener: no certificate, no
+    connection; a device's certificate confines it to its own bed, as its password does;
+    no certificate holder can forge an alert or an ack."""
+    c, rc = _tls_client(broker, None, "anon")
+    # refused: in the handshake, by a dropped connection, or by the CONNACK
+    assert isinstance(rc, Exception) or str(rc).startswith("disconnected") or rc.is_failure, rc
+    c.loop_stop()
+
+    got: list[str] = []
+    subscribed = threading.Event()
+    daemon, rc = _client(broker.daemon_port, "wardwatch", "wardwatch")
+    assert not rc.is_failure
+    daemon.on_message = lambda _c, _u, msg: got.append(msg.topic)
+    daemon.on_subscribe = lambda *_: subscribed.set()
+    daemon.subscribe([("wardwatch/v1/#", 1)])
+    assert subscribed.wait(10)
+    device, rc = _tls_client(broker, "4A-12", "asks-to-be-wardwatch")
+    assert not rc.is_failure, rc
+    station, rc = _tls_client(broker, "station-4A", "station")
+    assert not rc.is_failure, rc
+    forged = {"id": "x", "by": "nurse.kim", "action": "ack"}
+    for c, topic in ((device, "wardwatch/v1/obs/4A/13"),          # another bed
+                     (device, "wardwatch/v1/alerts/4A/12"),       # a forged alert
+                     (device, "wardwatch/v1/ack/4A/12/station-4A"),  # a forged ack
+                     (device, "wardwatch/v1/ack/4A/12"),
+                     (station, "wardwatch/v1/obs/4A/12"),          # a station is no device
+                     (device, "wardwatch/v1/obs/4A/12")):          # its own bed
+        c.publish(topic, orjson.dumps(forged), qos=1).wait_for_publish(10)
+    deadline = time.monotonic() + 10
+    while len(got) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got == ["wardwatch/v1/obs/4A/12"]
+    # the certificate's CN is also the client id: the daemon's session stays its own
+    assert daemon.is_connected()
+    for c in (daemon, device, station):
+        c.disconnect()
+        c.loop_stop()
+
+
+async def test_the_whole_path_over_tls_with_client_certificates(broker: Broker,
+                                                               tmp_path: Path) -> None:
+    """A device and a station with certificates on the TLS listener; wardwatch on its
+    loopback listener. HR 140 from the device reaches the station as an alarm, and the
+    station's acknowledgement comes back under its certificate's name."""
+    settings = Settings(
+        mqtt=MqttSettings(url=f"mqtt://wardwatch:{USERS['wardwatch']}@127.0.0.1:"
+                              f"{broker.daemon_port}", client_id="wardwatch"),
+        metrics=MetricsSettings(port=0), store=StoreSettings(dir=str(tmp_path / "store")),
+        acks=AckSettings(trusted_clients=("station-4A",)))
+    rd = RunningDaemon(settings)
+    daemon = await rd.start()
+
+    def tls(cert: str, identifier: str) -> aiomqtt.Client:
+        # through wardwatch's own [mqtt] ca_file / cert_file / key_file handling
+        return aiomqtt.Client(**client_args(
+            f"mqtts://localhost:{broker.tls_port}", identifier=identifier,
+            ca_file=str(broker.pki / "ca.crt"), cert_file=str(broker.pki / f"{cert}.crt"),
+            key_file=str(broker.pki / f"{cert}.key")))
+
+    try:
+        now = time.time()
+        obs = [{"metric": "hr", "t": now - 40 + 5 * k, "v": 140, "unit": "/min"}
+               for k in range(9)]
+        async with tls("station-4A", "station") as station:
+            await station.subscribe("wardwatch/v1/alerts/4A/#", qos=1)
+            async with tls("4A-12", "device") as device:
+                await device.publish("wardwatch/v1/obs/4A/12", orjson.dumps({"obs": obs}), qos=1)
+            async with asyncio.timeout(30):
+                firing = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+            assert (firing["code"], firing["state"]) == ("hr.news2.3", "firing")
+            await station.publish("wardwatch/v1/ack/4A/12/station-4A", orjson.dumps(
+                {"id": firing["id"], "by": "nurse.kim", "action": "ack"}), qos=1)
+            async with asyncio.timeout(30):
+                acked = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+        assert acked["state"] == "acknowledged"
+        people = [(e["action"], e["by"], e["client"]) for e in daemon.alarm_store.audit_log()
+                  if e["action"] == "acknowledged"]
+        assert people == [("acknowledged", "nurse.kim", "mqtt:station-4A")]
     finally:
         await rd.stop()
