@@ -29,7 +29,7 @@ from rich.text import Text
 
 from monitor.config import Settings
 from monitor.daemon import Daemon
-from monitor.mqtt import client_args
+from monitor.mqtt import client_args, redacted
 from monitor.rules import RULES
 from monitor.vitals import METRIC_IDS, METRICS
 from simulators.ward import make_ward, observations
@@ -226,7 +226,7 @@ async def _run(settings: Settings, beds: int, speed: float, duration: float, sim
         sim = _Ward(until_s=simulated)
         ward = tg.create_task(_simulate(settings.mqtt.url, beds, speed, stop, sim), name="ward")
         if plain:
-            print(f"wardwatch demo: {beds} beds at {speed:g}x on {settings.mqtt.url}; "
+            print(f"wardwatch demo: {beds} beds at {speed:g}x on {redacted(settings.mqtt.url)}; "
                   f"metrics on :{settings.metrics.port or '-'}; Ctrl-C to stop", flush=True)
             print(station, flush=True)
             await stop.wait()

@@ -26,7 +26,7 @@ import paho.mqtt.client as paho
 
 from monitor.config import TlsFiles
 from monitor.metrics import Metrics
-from monitor.mqtt import paho_client
+from monitor.mqtt import paho_client, redacted
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Intake:
                  queue: asyncio.Queue[RawMessage | None], clock: Callable[[], float],
                  metrics: Metrics, tls_files: TlsFiles | None = None,
                  keepalive: int = 30, slots: int = 10_000) -> None:
-        self.url = url
+        self.url = redacted(url)  # for the log: never the password
         self.subscriptions = list(subscriptions)
         self.queue = queue
         self.clock = clock

@@ -12,6 +12,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from monitor.errors import ConfigError
 
 
+def redacted(url: str) -> str:
+    """A broker URL fit for logs and screens: the password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
 def client_args(url: str, *, identifier: str, clean_session: bool | None = None,
                 ca_file: str = "", cert_file: str = "", key_file: str = "",
                 keepalive: int = 30) -> dict[str, Any]:

@@ -123,3 +123,12 @@ def test_a_client_certificate_needs_tls_and_readable_files(tmp_path: Path) -> No
     settings = load(None, overrides={"mqtt": {"cert_file": str(crt), "key_file": str(key)}})
     assert settings.mqtt.tls_files() == {"ca_file": "", "cert_file": str(crt),
                                          "key_file": str(key)}
+
+
+def test_a_broker_password_never_reaches_a_log_line() -> None:
+    from monitor.mqtt import redacted
+
+    assert redacted("mqtt://wardwatch:s3cret@127.0.0.1:1884") == \
+        "mqtt://wardwatch:***@127.0.0.1:1884"
+    assert redacted("mqtts://h:8883") == "mqtts://h:8883"
+    assert redacted("mqtt://u%40x:p%3Aw@h") == "mqtt://u%40x:***@h"

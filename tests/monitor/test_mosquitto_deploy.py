@@ -154,8 +154,9 @@ def test_shipped_broker_config_starts_refuses_anonymous_and_confines_each_device
 
 
 async def test_nobody_takes_the_daemons_id_and_acks_carry_the_broker_user(
-        broker: Broker, tmp_path: Path) -> None:
+        broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon on its loopback listener; devices and stations on the ward listener."""
+    caplog.set_level("INFO", logger="monitor.intake")
     settings = Settings(
         mqtt=MqttSettings(url=f"mqtt://wardwatch:{USERS['wardwatch']}@127.0.0.1:"
                               f"{broker.daemon_port}", client_id="wardwatch"),
@@ -206,6 +207,9 @@ async def test_nobody_takes_the_daemons_id_and_acks_carry_the_broker_user(
             await eventually(lambda: reconnects() >= 1 or None, "the takeover")
     finally:
         await rd.stop()
+    # the daemon logged its broker, reconnects and all, and never the password
+    assert "wardwatch:***@127.0.0.1" in caplog.text
+    assert USERS["wardwatch"] not in caplog.text
 
 
 def _tls_client(broker: Broker, cert: str | None, client_id: str) -> tuple[paho.Client, Any]:
