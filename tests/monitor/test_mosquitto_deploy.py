@@ -119,19 +119,53 @@ def _client(port: int, user: str | None, client_id: str) -> tuple[paho.Client, A
     return c, result["rc"]
 
 
-def test_shipped_broker_config_starts_refuses_anonymous_and_confines_each_device(
-        broker: Broker) -> None:
-    _, rc = _client(broker.port, None, "anon")
-    assert rc.is_failure  # Mosquitto 2 with allow_anonymous false: not authorised
+def _daemon_settings(broker: Broker, store: Path) -> Settings:
+    """wardwatch on its loopback listener with its password; station-4A's acks trusted."""
+    return Settings(
+        mqtt=MqttSettings(url=f"mqtt://wardwatch:{USERS['wardwatch']}@127.0.0.1:"
+                              f"{broker.daemon_port}", client_id="wardwatch"),
+        metrics=MetricsSettings(port=0), store=StoreSettings(dir=str(store / "store")),
+        acks=AckSettings(trusted_clients=("station-4A",)))
 
+
+async def _hr_140_alarm_and_ack(station: aiomqtt.Client, device: aiomqtt.Client,
+                                ack_topics: tuple[str, ...]) -> dict[str, Any]:
+    """HR 140 for 40 s from bed 4A/12: the station sees hr.news2.3 fire, sends the ack on
+    each of ``ack_topics`` in turn, and gets the next alert (the acknowledgement)."""
+    now = time.time()
+    obs = [{"metric": "hr", "t": now - 40 + 5 * k, "v": 140, "unit": "/min"} for k in range(9)]
+    await station.subscribe("wardwatch/v1/alerts/4A/#", qos=1)
+    await device.publish("wardwatch/v1/obs/4A/12", orjson.dumps({"obs": obs}), qos=1)
+    async with asyncio.timeout(30):
+        firing = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+    assert (firing["code"], firing["state"]) == ("hr.news2.3", "firing")
+    ack = {"id": firing["id"], "by": "nurse.kim", "action": "ack"}
+    for topic in ack_topics:
+        await station.publish(topic, orjson.dumps(ack), qos=1)
+    async with asyncio.timeout(30):
+        acked: dict[str, Any] = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+    return acked
+
+
+def _listener(broker: Broker, topics: list[str]) -> tuple[paho.Client, list[str]]:
+    """wardwatch's user on its listener, subscribed to ``topics``: what reaches it."""
     got: list[str] = []
     subscribed = threading.Event()
     daemon, rc = _client(broker.daemon_port, "wardwatch", "wardwatch")
     assert not rc.is_failure
     daemon.on_message = lambda _c, _u, msg: got.append(msg.topic)
     daemon.on_subscribe = lambda *_: subscribed.set()
-    daemon.subscribe([("wardwatch/v1/obs/#", 1), ("wardwatch/v1/status/#", 1)])
+    daemon.subscribe([(t, 1) for t in topics])
     assert subscribed.wait(10)
+    return daemon, got
+
+
+def test_shipped_broker_config_starts_refuses_anonymous_and_confines_each_device(
+        broker: Broker) -> None:
+    _, rc = _client(broker.port, None, "anon")
+    assert rc.is_failure  # Mosquitto 2 with allow_anonymous false: not authorised
+
+    daemon, got = _listener(broker, ["wardwatch/v1/obs/#", "wardwatch/v1/status/#"])
 
     device, rc = _client(broker.port, "4A/12", "device-4A-12")
     assert not rc.is_failure
@@ -157,12 +191,7 @@ async def test_nobody_takes_the_daemons_id_and_acks_carry_the_broker_user(
         broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon on its loopback listener; devices and stations on the ward listener."""
     caplog.set_level("INFO", logger="monitor.intake")
-    settings = Settings(
-        mqtt=MqttSettings(url=f"mqtt://wardwatch:{USERS['wardwatch']}@127.0.0.1:"
-                              f"{broker.daemon_port}", client_id="wardwatch"),
-        metrics=MetricsSettings(port=0), store=StoreSettings(dir=str(tmp_path / "store")),
-        acks=AckSettings(trusted_clients=("station-4A",)))
-    rd = RunningDaemon(settings)
+    rd = RunningDaemon(_daemon_settings(broker, tmp_path))
     daemon = await rd.start()
 
     def reconnects() -> float:
@@ -178,23 +207,12 @@ async def test_nobody_takes_the_daemons_id_and_acks_carry_the_broker_user(
         for _ in range(3):
             async with ward_client("station-4A", "wardwatch"):
                 pass
-        now = time.time()
-        obs = [{"metric": "hr", "t": now - 40 + 5 * k, "v": 140, "unit": "/min"}
-               for k in range(9)]
-        async with ward_client("station-4A", "station") as station:
-            await station.subscribe("wardwatch/v1/alerts/4A/#", qos=1)
-            async with ward_client("4A/12", "device") as device:
-                await device.publish("wardwatch/v1/obs/4A/12", orjson.dumps({"obs": obs}), qos=1)
-            async with asyncio.timeout(30):
-                firing = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
-            assert (firing["code"], firing["state"]) == ("hr.news2.3", "firing")
-            ack = {"id": firing["id"], "by": "nurse.kim", "action": "ack"}
+        async with ward_client("station-4A", "station") as station, \
+                ward_client("4A/12", "device") as device:
             # another name and no name: the ACL drops both; then the station's own topic
-            for topic in ("wardwatch/v1/ack/4A/12/dr.nobody", "wardwatch/v1/ack/4A/12",
-                          "wardwatch/v1/ack/4A/12/station-4A"):
-                await station.publish(topic, orjson.dumps(ack), qos=1)
-            async with asyncio.timeout(30):
-                acked = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+            acked = await _hr_140_alarm_and_ack(station, device, (
+                "wardwatch/v1/ack/4A/12/dr.nobody", "wardwatch/v1/ack/4A/12",
+                "wardwatch/v1/ack/4A/12/station-4A"))
         assert acked["state"] == "acknowledged" and "by nurse.kim" in acked["message"]
         people = [(e["action"], e["by"], e["client"]) for e in daemon.alarm_store.audit_log()
                   if e["action"] not in ("firing", "latched")]
@@ -254,14 +272,7 @@ def test_tls_listener_wants_a_certificate_and_its_cn_is_the_user(broker: Broker)
     assert isinstance(rc, Exception) or str(rc).startswith("disconnected") or rc.is_failure, rc
     c.loop_stop()
 
-    got: list[str] = []
-    subscribed = threading.Event()
-    daemon, rc = _client(broker.daemon_port, "wardwatch", "wardwatch")
-    assert not rc.is_failure
-    daemon.on_message = lambda _c, _u, msg: got.append(msg.topic)
-    daemon.on_subscribe = lambda *_: subscribed.set()
-    daemon.subscribe([("wardwatch/v1/#", 1)])
-    assert subscribed.wait(10)
+    daemon, got = _listener(broker, ["wardwatch/v1/#"])
     device, rc = _tls_client(broker, "4A-12", "asks-to-be-wardwatch")
     assert not rc.is_failure, rc
     station, rc = _tls_client(broker, "station-4A", "station")
@@ -290,12 +301,7 @@ async def test_the_whole_path_over_tls_with_client_certificates(broker: Broker,
     """A device and a station with certificates on the TLS listener; wardwatch on its
     loopback listener. HR 140 from the device reaches the station as an alarm, and the
     station's acknowledgement comes back under its certificate's name."""
-    settings = Settings(
-        mqtt=MqttSettings(url=f"mqtt://wardwatch:{USERS['wardwatch']}@127.0.0.1:"
-                              f"{broker.daemon_port}", client_id="wardwatch"),
-        metrics=MetricsSettings(port=0), store=StoreSettings(dir=str(tmp_path / "store")),
-        acks=AckSettings(trusted_clients=("station-4A",)))
-    rd = RunningDaemon(settings)
+    rd = RunningDaemon(_daemon_settings(broker, tmp_path))
     daemon = await rd.start()
 
     def tls(cert: str, identifier: str) -> aiomqtt.Client:
@@ -306,20 +312,9 @@ async def test_the_whole_path_over_tls_with_client_certificates(broker: Broker,
             key_file=str(broker.pki / f"{cert}.key")))
 
     try:
-        now = time.time()
-        obs = [{"metric": "hr", "t": now - 40 + 5 * k, "v": 140, "unit": "/min"}
-               for k in range(9)]
-        async with tls("station-4A", "station") as station:
-            await station.subscribe("wardwatch/v1/alerts/4A/#", qos=1)
-            async with tls("4A-12", "device") as device:
-                await device.publish("wardwatch/v1/obs/4A/12", orjson.dumps({"obs": obs}), qos=1)
-            async with asyncio.timeout(30):
-                firing = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
-            assert (firing["code"], firing["state"]) == ("hr.news2.3", "firing")
-            await station.publish("wardwatch/v1/ack/4A/12/station-4A", orjson.dumps(
-                {"id": firing["id"], "by": "nurse.kim", "action": "ack"}), qos=1)
-            async with asyncio.timeout(30):
-                acked = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+        async with tls("station-4A", "station") as station, tls("4A-12", "device") as device:
+            acked = await _hr_140_alarm_and_ack(station, device,
+                                                ("wardwatch/v1/ack/4A/12/station-4A",))
         assert acked["state"] == "acknowledged"
         people = [(e["action"], e["by"], e["client"]) for e in daemon.alarm_store.audit_log()
                   if e["action"] == "acknowledged"]
