@@ -20,7 +20,14 @@ from monitor.lifecycle import AlarmEngine
 from monitor.pipeline import Processor
 from monitor.rules import RULES
 from monitor.ruleset import CODES, DEFAULT_RULES, Level, Rule
-from monitor.station.words import condition, describe, severity, unit_text, value_text
+from monitor.station.words import (
+    clinical_units,
+    condition,
+    describe,
+    severity,
+    unit_text,
+    value_text,
+)
 from monitor.vitals import METRICS
 
 RANK = {"high": 3, "medium": 2, "low": 1}
@@ -42,27 +49,19 @@ def rule_of(engine: AlarmEngine, ev: AlarmEvent) -> tuple[Rule, Level]:
     return rule, level
 
 
-def answered(ev: AlarmEvent) -> bool:
-    return ev.state == "acknowledged"
-
-
-def alarm_view(ev: AlarmEvent, gs: GroupState, rule: Rule | None = None,
-               level: Level | None = None, *, now_text: str = "", mmol: bool = False,
-               ) -> dict[str, Any]:
-    """An active alarm for the page: the wire event, its lifecycle, and its words."""
+def alarm_view(ev: AlarmEvent, gs: GroupState, rule: Rule, level: Level, *,
+               now_text: str = "", mmol: bool = False) -> dict[str, Any]:
+    """An active alarm for the page: the wire event, its lifecycle, its words, and
+    ``rank``, the page's sort key: unanswered first, then priority, severity, and the one
+    waiting longest."""
     d = asdict(ev)
     d.update(latched=gs.latched, escalated=gs.escalated, acked_by=gs.acked_by,
-             ack_action=gs.ack_action, snooze_until=gs.snooze_until, since=gs.fired_at)
-    if rule is not None and level is not None:
-        d.update(words=describe(rule, level, ev.value, mmol=mmol), condition=condition(rule, level),
-                 technical=rule.technical, severity=severity(rule, level), now_text=now_text)
+             ack_action=gs.ack_action, snooze_until=gs.snooze_until, since=gs.fired_at,
+             words=describe(rule, level, ev.value, mmol=mmol), condition=condition(rule, level),
+             technical=rule.technical, severity=severity(rule, level), now_text=now_text)
+    d["rank"] = [int(ev.state == "acknowledged"), -RANK[ev.priority], d["severity"],
+                 gs.fired_at]
     return d
-
-
-def _alarm_key(a: dict[str, Any]) -> tuple[Any, ...]:
-    # unanswered first; then priority, severity, and the one waiting longest
-    return (a["state"] == "acknowledged", -RANK[a["priority"]], a.get("severity", 2),
-            a["since"])
 
 
 def _natural(name: str) -> tuple[int, str]:
@@ -70,8 +69,9 @@ def _natural(name: str) -> tuple[int, str]:
 
 
 def _now_text(processor: Processor, rule: Rule, gs: GroupState, ward: str, bed: str,
-              now: float, mmol: bool) -> str:
-    """The alarm's signal as it is now: the current vital, the stream's age, or the detail."""
+              mmol: bool) -> str:
+    """The alarm's signal as it is now: the current vital, or the newest sample's detail
+    (a stale stream's age is counted by the page)."""
     st = processor.streams
     if rule.source in _NAMES:
         i = st.find(ward, bed, _NAMES.index(rule.source))
@@ -79,12 +79,14 @@ def _now_text(processor: Processor, rule: Rule, gs: GroupState, ward: str, bed: 
             if rule.signal == "stale":
                 return ""  # the page counts the age from the vital's ``seen``
             return value_text(rule.source, float(st.value[i]), mmol=mmol)
-    return gs.detail.replace("mm[Hg]", "mmHg")
+    return clinical_units(gs.detail, mmol)
 
 
-def ward_snapshot(processor: Processor, now: float, *, wards: frozenset[str] | None = None,
+def ward_snapshot(processor: Processor, *, wards: frozenset[str] | None = None,
                   mmol_wards: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """Every bed of ``wards`` (None: all): vitals, active alarms, worst bed first."""
+    """Every bed of ``wards`` (None: all): vitals, active alarms, worst bed first. A
+    vital's age is not here: the page counts it from ``seen``, so a bed whose values did
+    not change does not change either."""
     st = processor.streams
     engine = processor.alarms
     beds: dict[tuple[str, str], dict[str, Any]] = {}
@@ -104,14 +106,12 @@ def ward_snapshot(processor: Processor, now: float, *, wards: frozenset[str] | N
         bands = RULES.get(mid)
         band = bands.bands[bands.band_of(value)] if bands is not None and value == value else None
         stale_group = engine.groups.get((ward, bed, f"{m.name}.stale"))
-        seen = float(st.wall_seen[i])
         bed_entry(ward, bed)["vitals"][m.name] = {
             "value": None if math.isnan(value) else value,
             "text": value_text(m.name, value, mmol=mmol(ward)),
             "unit": unit_text(m.name, mmol(ward)),
             "t": None if math.isnan(t) else t,
-            "seen": seen,
-            "age_s": max(0.0, now - seen),
+            "seen": float(st.wall_seen[i]),
             "band": band.code if band else None,
             "band_priority": band.priority if band else None,
             "band_label": _band_label(band.code) if band and band.code else None,
@@ -124,11 +124,11 @@ def ward_snapshot(processor: Processor, now: float, *, wards: frozenset[str] | N
         entry = bed_entry(ev.ward, ev.bed)
         entry["alarms"].append(alarm_view(
             ev, gs, rule, level, mmol=mmol(ev.ward),
-            now_text=_now_text(processor, rule, gs, ev.ward, ev.bed, now, mmol(ev.ward))))
+            now_text=_now_text(processor, rule, gs, ev.ward, ev.bed, mmol(ev.ward))))
     for b in beds.values():
-        b["alarms"].sort(key=_alarm_key)
+        b["alarms"].sort(key=lambda a: a["rank"])
         open_ = [a for a in b["alarms"] if a["state"] != "acknowledged" and not a["technical"]]
-        worst = min((_alarm_key(a) for a in open_), default=None)
+        worst = open_[0]["rank"] if open_ else None
         b["priority"] = max((a["priority"] for a in b["alarms"]), key=RANK.__getitem__,
                             default=None)
         b["open_priority"] = open_[0]["priority"] if open_ else None
@@ -158,13 +158,6 @@ def bed_order(beds: list[dict[str, Any]]) -> list[str]:
     return [b["key"] for b in beds]
 
 
-_VOLATILE = ("age_s",)
-
-
-def _stable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in _VOLATILE}
-
-
 class Changes:
     """What changed since the last snapshot sent on one stream."""
 
@@ -175,7 +168,7 @@ class Changes:
     def first(self, beds: list[dict[str, Any]]) -> dict[str, Any]:
         self.beds = {b["key"]: b for b in beds}
         self.order = bed_order(beds)
-        return {"beds": [_strip(b) for b in beds], "order": self.order}
+        return {"beds": beds, "order": self.order}
 
     def next(self, beds: list[dict[str, Any]]) -> dict[str, Any] | None:
         """A delta, or None when nothing a person could see changed."""
@@ -184,11 +177,10 @@ class Changes:
         for key, b in current.items():
             old = self.beds.get(key)
             if old is None:
-                out.append(_strip(b))
+                out.append(b)
                 continue
             delta: dict[str, Any] = {}
-            vit = {m: _stable(v) for m, v in b["vitals"].items()
-                   if _stable(v) != _stable(old["vitals"].get(m, {}))}
+            vit = {m: v for m, v in b["vitals"].items() if v != old["vitals"].get(m)}
             if vit:
                 delta["vitals"] = vit
             for field in ("alarms", "priority", "open_priority", "rank"):
@@ -211,8 +203,4 @@ class Changes:
         return msg
 
 
-def _strip(b: dict[str, Any]) -> dict[str, Any]:
-    return {**b, "vitals": {m: _stable(v) for m, v in b["vitals"].items()}}
-
-
-__all__ = ["Changes", "alarm_view", "answered", "rule_of", "ward_snapshot"]
+__all__ = ["Changes", "alarm_view", "rule_of", "ward_snapshot"]

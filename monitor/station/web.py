@@ -80,7 +80,6 @@ class Station:
         self._failures: dict[str, list[float]] = {}  # username → times of failed sign-ins
         self._closing = asyncio.Event()
         self._hashes: dict[str, str] = {}  # static file → content hash (its cache key)
-        self._snapshots: dict[frozenset[str] | None, tuple[float, list[dict[str, Any]]]] = {}
 
     def close(self) -> None:
         """The daemon is stopping: every open stream says so and ends at once."""
@@ -249,23 +248,14 @@ class Station:
         asked = request.query.get("ward", "")
         if asked:
             if not s.sees(asked):
-                raise web.HTTPForbidden(text=f'{{"error": "not your ward: {asked[:32]}"}}',
-                                        content_type="application/json")
+                raise web.HTTPForbidden(text=orjson.dumps(
+                    {"error": f"not your ward: {asked[:32]}"}).decode(),
+                    content_type="application/json")
             return frozenset({asked})
         return s.wards or None
 
-    def _snapshot(self, wards: frozenset[str] | None, now: float,
-                  shared: bool = False) -> list[dict[str, Any]]:
-        """The ward(s) now; ``shared``: streams open on the same wards share one snapshot
-        per tick (what another stream computed less than half a tick ago)."""
-        cached = self._snapshots.get(wards) if shared else None
-        if cached is not None and 0 <= now - cached[0] < self.interval / 2:
-            return cached[1]
-        beds = ward_snapshot(self.processor, now, wards=wards, mmol_wards=self.mmol_wards)
-        if len(self._snapshots) > 64:  # ward filters come and go with the pages open
-            self._snapshots.clear()
-        self._snapshots[wards] = (now, beds)
-        return beds
+    def _snapshot(self, wards: frozenset[str] | None) -> list[dict[str, Any]]:
+        return ward_snapshot(self.processor, wards=wards, mmol_wards=self.mmol_wards)
 
     async def me(self, request: web.Request) -> web.Response:
         s = self._require(request)
@@ -284,7 +274,7 @@ class Station:
 
     async def beds(self, request: web.Request) -> web.Response:
         s = self._require(request)
-        return web.json_response(self._snapshot(self._wards(request, s), time.time()))
+        return web.json_response(self._snapshot(self._wards(request, s)))
 
     async def alarms(self, request: web.Request) -> web.Response:
         s = self._require(request)
@@ -318,14 +308,14 @@ class Station:
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             now = time.time()
             await send("snapshot", {"now": now, "interval": self.interval,
-                                    **changes.first(self._snapshot(wards, now))})
+                                    **changes.first(self._snapshot(wards))})
             while not self._closing.is_set() and self.accounts.session(token) is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self.interval)
                 if self._closing.is_set():
                     break
                 now = time.time()
-                delta = changes.next(self._snapshot(wards, now, shared=True))
+                delta = changes.next(self._snapshot(wards))
                 await send("beat" if delta is None else "delta", {"now": now, **(delta or {})})
             if self._closing.is_set():
                 await send("stopping", {"now": time.time()})

@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 
 from monitor.ruleset import Level, Rule
-from monitor.vitals import METRICS
+from monitor.vitals import GLUCOSE, METRICS
 
-MMOL_PER_MGDL = 1 / 18.0156  # glucose: mg/dL to mmol/L (molar mass 180.156 g/mol)
+MMOL_PER_MGDL = 1 / METRICS[GLUCOSE].units["mmol/L"]  # the wire's own conversion
 
 # What each rule watches, in words (by the rule's name: one name, one direction).
 RULE_WORDS: dict[str, str] = {
@@ -70,8 +70,7 @@ def unit_text(metric: str, mmol: bool = False) -> str:
     """A metric's unit as clinicians write it."""
     if metric == "glucose":
         return "mmol/L" if mmol else "mg/dL"
-    unit = next((m.unit for m in METRICS if m.name == metric), "")
-    return unit.replace("mm[Hg]", "mmHg")
+    return clinical_units(next((m.unit for m in METRICS if m.name == metric), ""))
 
 
 def severity(rule: Rule, level: Level) -> int:
@@ -89,8 +88,7 @@ def severity(rule: Rule, level: Level) -> int:
 
 def condition(rule: Rule, level: Level) -> str:
     """The condition's name in words."""
-    words = LEVEL_WORDS.get(level.code) or RULE_WORDS[rule.name]
-    return words
+    return LEVEL_WORDS.get(level.code) or RULE_WORDS[rule.name]
 
 
 def _compare(x: float, op: str, thr: float) -> bool:
@@ -126,26 +124,18 @@ def describe(rule: Rule, level: Level, value: float | None, *, mmol: bool = Fals
     unit = unit_text(metric, mmol)
     op, thr = level.op, level.threshold
     if value is None or value != value:
-        return f"{words}: {_plain(level.text, mmol)}"
+        return f"{words}: {clinical_units(level.text, mmol)}"
     if rule.signal == "value":
         v, limit = shown(value, op, thr, scale, decimals)
         news2 = ""
         if ".news2." in level.code:
             news2 = f"NEWS2 {_NEWS2_PART[metric]} {level.code.rsplit('.', 1)[1]}; "
-        clears = ""
-        if not _compare(value, op, thr) and level.hysteresis:
-            exit_thr = thr - level.hysteresis if op in (">", ">=") else thr + level.hysteresis
-            _, exit_text = shown(value, _EXIT_OP_SYM[op], exit_thr, scale, decimals)
-            clears = f", clears {_EXIT_OP[op]} {exit_text} {unit}"
+        clears = _clears(level, value, scale, decimals, f" {unit}")
         return f"{words} {v} {unit} ({news2}limit {_OP[op]} {limit} {unit}{clears})"
     if rule.signal in ("news2", "shock"):
-        v, limit = shown(value, op, thr, 1.0, 0 if rule.signal == "news2" else 2)
-        clears = ""
-        if not _compare(value, op, thr) and level.hysteresis:
-            exit_thr = thr - level.hysteresis if op in (">", ">=") else thr + level.hysteresis
-            d = len(limit.partition(".")[2])
-            clears = f", clears {_EXIT_OP[op]} {exit_thr:.{d}f}"
-        return f"{words} {v} (limit {_OP[op]} {limit}{clears})"
+        d = 0 if rule.signal == "news2" else 2
+        v, limit = shown(value, op, thr, 1.0, d)
+        return f"{words} {v} (limit {_OP[op]} {limit}{_clears(level, value, 1.0, d, '')})"
     if rule.signal == "stale":  # seconds, or minutes for limits of two minutes and more
         unit, scale, decimals = ("s", 1.0, 0) if thr < 120 else ("min", 1 / 60, 1)
         v, limit = shown(value, op, thr, scale, decimals)
@@ -153,12 +143,22 @@ def describe(rule: Rule, level: Level, value: float | None, *, mmol: bool = Fals
     if rule.signal in ("tlo", "thi", "slope", "drift", "flat"):
         label = next((m.label for m in METRICS if m.name == metric), metric)
         v = f"{value * scale:.{decimals}f}"
-        return f"{words}: {label.lower()} {v} {unit}; {_plain(level.text, mmol)}"
-    return f"{words}: {_plain(level.text, mmol)}"
+        return f"{words}: {label.lower()} {v} {unit}; {clinical_units(level.text, mmol)}"
+    return f"{words}: {clinical_units(level.text, mmol)}"
 
 
-def _plain(text: str, mmol: bool) -> str:
-    """A level's own text with clinicians' units."""
+def _clears(level: Level, value: float, scale: float, decimals: int, unit: str) -> str:
+    """Where an alarm held by hysteresis (its value no longer meets the limit) clears."""
+    if level.enters(value) or not level.hysteresis:
+        return ""
+    op, thr = level.op, level.threshold
+    exit_thr = thr - level.hysteresis if op in (">", ">=") else thr + level.hysteresis
+    _, exit_text = shown(value, _EXIT_OP_SYM[op], exit_thr, scale, decimals)
+    return f", clears {_EXIT_OP[op]} {exit_text}{unit}"
+
+
+def clinical_units(text: str, mmol: bool = False) -> str:
+    """A text with units as clinicians write them (mmHg; glucose in mmol/L if ``mmol``)."""
     out = text.replace("mm[Hg]", "mmHg")
     if mmol:
         out = re.sub(r"(\d+(?:\.\d+)?) mg/dL",
@@ -176,5 +176,6 @@ def value_text(metric: str, value: float | None, *, mmol: bool = False) -> str:
     return f"{value:.0f} {unit}" if abs(value) >= 10 else f"{value:.1f} {unit}"
 
 
-__all__ = ["LEVEL_WORDS", "RULE_WORDS", "condition", "describe", "severity", "shown",
+__all__ = ["LEVEL_WORDS", "RULE_WORDS", "clinical_units", "condition", "describe", "severity",
+           "shown",
            "unit_text", "value_text"]

@@ -240,12 +240,8 @@ function renderGrid() {
 }
 
 // -- the alarm lists -----------------------------------------------------------------------
-function alarmKey(a) {
-  return [a.state === "acknowledged" ? 1 : 0, -ww.RANK[a.priority], a.severity, a.since];
-}
-function byKey(a, b) {
-  const x = alarmKey(a), y = alarmKey(b);
-  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] < y[i] ? -1 : 1;
+function byRank(a, b) {  // the server's sort key (monitor/station/view.py alarm_view)
+  for (let i = 0; i < a.rank.length; i++) if (a.rank[i] !== b.rank[i]) return a.rank[i] < b.rank[i] ? -1 : 1;
   return 0;
 }
 
@@ -356,7 +352,7 @@ function renderList(tbodyId, list, emptyId, countId) {
 }
 
 function renderAlarms() {
-  const all = [...state.beds.values()].flatMap((b) => b.alarms).sort(byKey);
+  const all = [...state.beds.values()].flatMap((b) => b.alarms).sort(byRank);
   const ids = new Set(all.map((a) => a.id));
   for (const [id, row] of rows) if (!ids.has(id)) { row.tr.remove(); rows.delete(id); }
   for (const id of ui.keys()) if (!ids.has(id)) ui.delete(id);
