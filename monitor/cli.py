@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]
-        extra = EXTRAS.get(root)
+        extra = _extra_for(root)
         if extra is None:
             raise
         print(f"wardwatch {args.command}: needs {root}, which is not installed here: "
@@ -158,9 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# What a gateway does not carry: the optional libraries and the extra that brings each.
-EXTRAS = {"pandas": "replay", "pyarrow": "replay", "wfdb": "replay", "matplotlib": "eval",
-          "amqtt": "demo"}
+def _extra_for(library: str) -> str | None:
+    """The first extra of the installed wardwatch (pyproject's optional dependencies)
+    that brings ``library``; None when none does (or wardwatch is not installed)."""
+    import importlib.metadata
+    import re
+
+    try:
+        requires = importlib.metadata.requires("wardwatch") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for req in requires:
+        m = re.match(r"([A-Za-z0-9_.-]+).*;\s*extra\s*==\s*['\"](\w+)['\"]", req)
+        if m and m[1].lower().replace("-", "_") == library.lower() and m[2] != "dev":
+            return m[2]
+    return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
