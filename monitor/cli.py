@@ -17,6 +17,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if args.broker:
         out.setdefault("mqtt", {})["url"] = args.broker
+    if args.command == "bridge":
+        if args.listen:
+            out.setdefault("bridge", {})["listen"] = args.listen
+        if args.metrics_port is not None:
+            out.setdefault("bridge", {})["metrics_port"] = args.metrics_port
+        if args.store:
+            out.setdefault("store", {})["dir"] = args.store
+        return out
     if args.influx:
         out.setdefault("influx", {})["url"] = args.influx
     if args.metrics_port is not None:
@@ -47,6 +55,16 @@ async def _run_until_signalled(settings: Settings) -> None:
     await Daemon(settings, own_process=True).run(stop)
 
 
+async def _bridge_until_signalled(settings: Settings) -> None:
+    from edge.bridge import Bridge
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Bridge(settings).run(stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     from simulators.seeds import REPORTING_SEED  # a constant; the simulators load lazily
 
@@ -56,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the daemon against a broker")
     _add_common(p_run)
+    p_bridge = sub.add_parser(
+        "bridge", help="HL7 v2 ORU^R01 over MLLP from bedside devices, spooled, to the broker")
+    p_bridge.add_argument("--listen", metavar="HOST:PORT",
+                          help="where devices connect (default [bridge] listen, "
+                               "127.0.0.1:2575)")
+    p_bridge.add_argument("--broker", metavar="URL", help="MQTT broker, mqtt://HOST:PORT or "
+                          "mqtts://")
+    p_bridge.add_argument("--store", metavar="DIR", help="state directory (the spool)")
+    p_bridge.add_argument("--config", metavar="FILE", help="TOML settings ([bridge], [mqtt], "
+                          "[pseudonym]; see deploy/wardwatch.toml)")
+    p_bridge.add_argument("--metrics-port", type=int, metavar="N",
+                          help="the bridge's /metrics port (default 9104; 0: none)")
     p_demo = sub.add_parser(
         "demo", help="a simulated ward through the whole pipeline, no external server needed"
     )
@@ -198,6 +228,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             asyncio.run(_run_until_signalled(settings))
+        elif args.command == "bridge":
+            asyncio.run(_bridge_until_signalled(settings))
         else:
             from monitor.demo import run_demo
 

@@ -124,6 +124,31 @@ class StoreSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PseudonymSettings:
+    key_file: str = ""  # HMAC keys (monitor/pseudonym.py); empty: identifiers not forwarded
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    """``wardwatch bridge``: HL7 v2 over MLLP in, the wire contract out (edge/bridge.py)."""
+
+    listen: str = "127.0.0.1:2575"
+    client_id: str = "wardwatch-bridge"
+    application: str = "WARDWATCH"  # MSH-3 of its ACKs
+    facility: str = ""  # MSH-4 of its ACKs (default: the host name)
+    max_message_bytes: int = 4 * 1024 * 1024
+    spool_max_messages: int = 200_000
+    window: int = 200  # messages handed to the broker awaiting PUBACK
+    timezone: str = ""  # for HL7 times without an offset; empty: the gateway's zone
+    max_clock_offset_s: float = 60.0  # device clocks further off are corrected
+    device_timeout_s: float = 300.0  # silence after which a bed's presence goes offline
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9104  # 0: no /metrics
+    # vendor codes: "SYSTEM^CODE" = "metric" (e.g. "MDC^147842" = "hr"), beside LOINC
+    codes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -133,6 +158,8 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
     acks: AckSettings = field(default_factory=AckSettings)
+    pseudonym: PseudonymSettings = field(default_factory=PseudonymSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
     # [rules."<ward>"."<alarm code>"] tables ("*": every ward), parsed by monitor.ruleset
     rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"
@@ -142,6 +169,11 @@ _SECTIONS = {f.name: f for f in fields(Settings) if f.name not in ("log_level", 
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if typ == Mapping[str, str]:  # a TOML table of strings
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
+        return dict(value)
     if typ == tuple[str, ...]:  # a TOML list of strings, or "a,b" from the environment
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(x, str) for x in items):

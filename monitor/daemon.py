@@ -30,6 +30,7 @@ from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.mqtt import client_args
 from monitor.pipeline import Output, Processor
+from monitor.pseudonym import Pseudonymizer
 from monitor.ruleset import RuleSet
 from monitor.scoring.multivariate import preload as preload_river
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
@@ -63,9 +64,12 @@ class Daemon:
         self.alarm_store = AlarmStore(store / "alarms.db")
         engine = AlarmEngine(RuleSet(settings.rules), settings.alarms, store=self.alarm_store,
                              system_bed=settings.mqtt.client_id)
+        pseudonym = (Pseudonymizer.from_file(settings.pseudonym.key_file)
+                     if settings.pseudonym.key_file else None)
         self.processor = Processor(self.metrics, settings.ingest.limits(), engine,
                                    trend_hours=settings.http.trend_hours,
-                                   trusted_clients=settings.acks.trusted_clients)
+                                   trusted_clients=settings.acks.trusted_clients,
+                                   pseudonym=pseudonym)
         self.accounts = Accounts(store / "station.db", idle_s=settings.http.session_idle_s,
                                  max_s=settings.http.session_max_s)
         # the intake's slots bound this queue: a full queue stops paho reading the socket

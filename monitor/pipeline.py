@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -92,8 +92,11 @@ class Processor:
 
     def __init__(self, metrics: Metrics, limits: Limits | None = None,
                  engine: AlarmEngine | None = None, *, replay: bool = False,
-                 trend_hours: float = 24.0, trusted_clients: Sequence[str] = ()) -> None:
+                 trend_hours: float = 24.0, trusted_clients: Sequence[str] = (),
+                 pseudonym: Callable[[str], str] | None = None) -> None:
         self.metrics = metrics
+        # an admission's patient identifier becomes a pseudonym before it is stored
+        self.pseudonym = pseudonym
         # MQTT acks count only from these broker users (empty: from anyone)
         self.trusted_clients = frozenset(trusted_clients)
         self.replay = replay  # observation time is the alarm clock (replays, evaluation)
@@ -320,7 +323,10 @@ class Processor:
                 events = self.alarms.discharge(cmd.ward, cmd.bed, now)
             else:
                 try:
-                    events = self.alarms.admit(cmd.ward, cmd.bed, str(cmd.body.get("patient", "")),
+                    patient = str(cmd.body.get("patient", ""))
+                    if self.pseudonym is not None:
+                        patient = self.pseudonym(patient)
+                    events = self.alarms.admit(cmd.ward, cmd.bed, patient,
                                                cmd.body.get("rules", {}), now)
                 except ConfigError as exc:
                     err = Rejection("bad_command", str(exc)[:200])
