@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,6 +30,7 @@ from monitor.config import (
     StoreSettings,
 )
 from tests.conftest import services_mod
+from tests.monitor.helpers import REPO
 
 BRIDGE_KEY = "k1"
 Row = tuple[str, str, str, dt.datetime]  # OBX-3, OBX-5, OBX-6, OBX-14
@@ -93,6 +97,16 @@ class MllpClient:
     async def send(self, message: bytes, within: float = 10.0) -> Ack:
         await self.write(b"\x0b" + message + b"\x1c\x0d")
         return await self.read_ack(within)
+
+
+def spawn_bridge(url: str, port: int, folder: Path, *, client_id: str) -> subprocess.Popen[bytes]:
+    """``wardwatch bridge`` in its own process; its log in ``folder/bridge.log``."""
+    with open(folder / "bridge.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "bridge", "--listen", f"127.0.0.1:{port}",
+             "--broker", url, "--store", str(folder / "store"), "--metrics-port", "0"],
+            cwd=REPO, env={**os.environ, "WARDWATCH_BRIDGE_CLIENT_ID": client_id},
+            stdout=subprocess.DEVNULL, stderr=log)
 
 
 def write_key(folder: Path) -> Path:
