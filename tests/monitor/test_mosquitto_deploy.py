@@ -38,7 +38,7 @@ persistence_location /var/lib/mosquitto/
 log_dest stderr
 include_dir /etc/mosquitto/conf.d
 """
-USERS = {"wardwatch": "pw-w", "4A/12": "pw-d", "station-4A": "pw-s"}
+USERS = {"wardwatch": "pw-w", "4A/12": "pw-d", "station-4A": "pw-s", "bridge": "pw-b"}
 
 
 @dataclass(frozen=True)
@@ -147,11 +147,12 @@ async def _hr_140_alarm_and_ack(station: aiomqtt.Client, device: aiomqtt.Client,
     return acked
 
 
-def _listener(broker: Broker, topics: list[str]) -> tuple[paho.Client, list[str]]:
+def _listener(broker: Broker, topics: list[str],
+              client_id: str = "wardwatch") -> tuple[paho.Client, list[str]]:
     """wardwatch's user on its listener, subscribed to ``topics``: what reaches it."""
     got: list[str] = []
     subscribed = threading.Event()
-    daemon, rc = _client(broker.daemon_port, "wardwatch", "wardwatch")
+    daemon, rc = _client(broker.daemon_port, "wardwatch", client_id)
     assert not rc.is_failure
     daemon.on_message = lambda _c, _u, msg: got.append(msg.topic)
     daemon.on_subscribe = lambda *_: subscribed.set()
@@ -320,4 +321,48 @@ async def test_the_whole_path_over_tls_with_client_certificates(broker: Broker,
                   if e["action"] == "acknowledged"]
         assert people == [("acknowledged", "nurse.kim", "mqtt:station-4A")]
     finally:
+        await rd.stop()
+
+
+async def test_the_hl7_bridge_through_the_shipped_broker(broker: Broker, tmp_path: Path) -> None:
+    """The bridge as user ``bridge`` on the broker host's listener: an ORU^R01 from bed 4A/12
+    reaches the daemon (an alarm at the station), its presence is published, and the ACL
+    keeps it from forging an alert."""
+    import datetime as dt
+
+    from tests.edge.devices import MllpClient, bridge_settings, oru, running_bridge
+
+    rd = RunningDaemon(_daemon_settings(broker, tmp_path))
+    await rd.start()
+    url = f"mqtt://bridge:{USERS['bridge']}@127.0.0.1:{broker.daemon_port}"
+    daemon, got = _listener(broker, ["wardwatch/v1/status/#"], client_id="wardwatch-listener")
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="station-4A",
+                                  password=USERS["station-4A"], identifier="station") as station:
+            await station.subscribe("wardwatch/v1/alerts/4A/#", qos=1)
+            async with running_bridge(bridge_settings(url, tmp_path / "bridge")) as bridge, \
+                    MllpClient(bridge.port) as dev:
+                now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+                rows = [("8867-4^HR^LN", "140", "/min", now - dt.timedelta(seconds=40 - 5 * k))
+                        for k in range(9)]
+                assert (await dev.send(oru("T1", "4A^12", rows, sent=now))).msa[1] == "AA"
+                async with asyncio.timeout(30):
+                    firing = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+                assert (firing["bed"], firing["code"]) == ("12", "hr.news2.3")
+                # the bridge's own connection tries to forge an alert; then the station acks
+                # the real one: the next thing the station gets must be that ack's event
+                forger = bridge.bridge._mqtt
+                assert forger is not None
+                forger.publish("wardwatch/v1/alerts/4A/12", b'{"forged": true}',
+                               qos=1).wait_for_publish(10)
+                await station.publish("wardwatch/v1/ack/4A/12/station-4A", orjson.dumps(
+                    {"id": firing["id"], "by": "nurse.kim", "action": "ack"}), qos=1)
+                async with asyncio.timeout(30):
+                    after = orjson.loads(bytes((await anext(station.messages)).payload))  # type: ignore[arg-type]
+                assert after.get("state") == "acknowledged", after
+                await eventually(lambda: "wardwatch/v1/status/4A/12" in got or None,
+                                 "the bed's presence")
+    finally:
+        daemon.disconnect()
+        daemon.loop_stop()
         await rd.stop()
