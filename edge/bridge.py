@@ -41,6 +41,7 @@ from monitor.config import Settings
 from monitor.errors import ConfigError, SpoolError
 from monitor.mqtt import paho_client, redacted
 from monitor.pseudonym import Pseudonymizer
+from monitor.systemd import Notifier
 from monitor.vitals import METRIC_IDS
 from monitor.wire import OBS_PREFIX
 
@@ -123,6 +124,7 @@ class Bridge:
         self._mqtt: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening = asyncio.Event()
+        self._writers: set[hl7.mllp.HL7StreamWriter] = set()
 
     # -- the broker side ---------------------------------------------------------------
     def _start_mqtt(self) -> None:
@@ -205,6 +207,7 @@ class Bridge:
                           writer: hl7.mllp.HL7StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         log.info("MLLP connection from %s", peer)
+        self._writers.add(writer)
         skipping = False  # inside the rest of a block over the size bound
         try:
             while True:
@@ -240,6 +243,7 @@ class Bridge:
         except (ConnectionError, OSError) as exc:
             log.info("MLLP connection from %s lost: %s", peer, exc)
         finally:
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -368,14 +372,28 @@ class Bridge:
         log.info("bridge listening for MLLP on %s:%d; spool %s (%d waiting)", self.host,
                  self.port, self.spool.path, self.spool.depth)
         self.listening.set()
+        notifier = Notifier()
+        notifier.ready(f"listening on {self.host}:{self.port}, {self.spool.depth} spooled")
+        pinger = asyncio.create_task(self._watchdog(notifier, forward), name="bridge watchdog")
+        stopped = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            # the forwarder never returns; if it fails, the bridge fails (and is restarted)
+            # rather than acknowledge devices into a spool nothing drains
+            await asyncio.wait({stopped, forward}, return_when=asyncio.FIRST_COMPLETED)
+            if forward.done():
+                forward.result()
         finally:
+            stopped.cancel()
+            notifier.stopping()
+            pinger.cancel()
             self.server.close()
+            for w in list(self._writers):  # devices resend what was not answered
+                w.close()
+            await asyncio.sleep(0)
             await self.presence.close()
             await self._drain(5.0)
             forward.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await forward
             assert self._mqtt is not None
             self._mqtt.disconnect()
@@ -386,6 +404,15 @@ class Bridge:
                 http[0].server_close()
             log.info("bridge stopped; %d messages left in the spool for the next start",
                      self.spool.depth)
+
+    async def _watchdog(self, notifier: Notifier, forward: asyncio.Task[None]) -> None:
+        """WATCHDOG=1 while the event loop turns and the forwarder lives (systemd kills
+        and restarts a wedged bridge; the spool keeps what was acknowledged)."""
+        if not notifier.watchdog_s:
+            return
+        while not forward.done():
+            notifier.watchdog()
+            await asyncio.sleep(notifier.watchdog_s)
 
     async def _drain(self, seconds: float) -> None:
         """Give the broker a moment to take what is spooled before stopping."""

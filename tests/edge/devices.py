@@ -99,13 +99,14 @@ class MllpClient:
         return await self.read_ack(within)
 
 
-def spawn_bridge(url: str, port: int, folder: Path, *, client_id: str) -> subprocess.Popen[bytes]:
+def spawn_bridge(url: str, port: int, folder: Path, *, client_id: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``wardwatch bridge`` in its own process; its log in ``folder/bridge.log``."""
     with open(folder / "bridge.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "bridge", "--listen", f"127.0.0.1:{port}",
              "--broker", url, "--store", str(folder / "store"), "--metrics-port", "0"],
-            cwd=REPO, env={**os.environ, "WARDWATCH_BRIDGE_CLIENT_ID": client_id},
+            cwd=REPO, env={**os.environ, "WARDWATCH_BRIDGE_CLIENT_ID": client_id, **(env or {})},
             stdout=subprocess.DEVNULL, stderr=log)
 
 

@@ -19,18 +19,22 @@ from monitor.systemd import Notifier
 from tests.conftest import REPO, daemon_settings, services_mod
 from tests.monitor.helpers import spawn_daemon
 
-UNIT = REPO / "deploy" / "systemd" / "wardwatch.service"
+UNITS = REPO / "deploy" / "systemd"
 
 
-def test_the_shipped_unit_verifies_cleanly_and_is_hardened(tmp_path: Path) -> None:
-    text = UNIT.read_text()
+@pytest.mark.parametrize(("name", "lines"), [
+    ("wardwatch.service", ("CacheDirectory=wardwatch", "StateDirectory=wardwatch\n",
+                           "Environment=NUMBA_CACHE_DIR=/var/cache/wardwatch", "wardwatch run ")),
+    ("wardwatch-bridge.service", ("StateDirectory=wardwatch/bridge", "wardwatch bridge "))])
+def test_the_shipped_units_verify_cleanly_and_are_hardened(tmp_path: Path, name: str,
+                                                           lines: tuple[str, ...]) -> None:
+    text = (UNITS / name).read_text()
     for line in ("Type=notify", "WatchdogSec=30", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "CacheDirectory=wardwatch", "Environment=NUMBA_CACHE_DIR=/var/cache/wardwatch",
-                 "StateDirectory=wardwatch", "Restart=always"):
+                 "User=wardwatch", "Restart=always", "StartLimitIntervalSec=0", *lines):
         assert line in text, line
     # verify it as installed, with ExecStart pointing at this checkout's wardwatch
     here = Path(sys.executable).parent / "wardwatch"
-    unit = tmp_path / "wardwatch.service"
+    unit = tmp_path / name
     unit.write_text(text.replace("/opt/wardwatch/.venv/bin/wardwatch", str(here)))
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                           text=True, check=False)
@@ -93,6 +97,46 @@ async def test_a_real_daemon_says_ready_pings_and_says_stopping(services: Any,
         await asyncio.to_thread(until, "WATCHDOG=1", 10)
         got.clear()
         await asyncio.to_thread(until, "WATCHDOG=1", 10)  # and again: every clock tick
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(until, "STOPPING=1", 30)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+
+
+@pytest.mark.integration
+async def test_a_real_bridge_says_ready_pings_and_says_stopping(services: Any,
+                                                                tmp_path: Path) -> None:
+    from tests.edge.devices import spawn_bridge
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(1.0)
+    proc = spawn_bridge(services.started["mosquitto"].url, services_mod.free_port(), tmp_path,
+                        client_id="bridge-notify-test",
+                        env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+    got: list[str] = []
+
+    def until(field: str, within: float) -> None:
+        deadline = time.monotonic() + within
+        while field not in got:
+            assert time.monotonic() < deadline, (field, got)
+            assert proc.poll() is None or field == "STOPPING=1", \
+                (tmp_path / "bridge.log").read_text()[-2000:]
+            try:
+                got.extend(sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+
+    try:
+        await asyncio.to_thread(until, "READY=1", 60)
+        await asyncio.to_thread(until, "WATCHDOG=1", 10)
+        got.clear()
+        await asyncio.to_thread(until, "WATCHDOG=1", 10)
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(until, "STOPPING=1", 30)
         assert await asyncio.to_thread(proc.wait, 60) == 0
