@@ -1,0 +1,111 @@
+"""deploy/install.sh into a staging root, as an installer would run it on a gateway.
+
+One install (about a minute: the venv and the kernels' compilation), then: the files are
+where the units expect them, the venv carries the runtime only, the kernels load from the
+precompiled cache without compiling, and the installed daemon and bridge start and tell
+systemd they are ready.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, services_mod
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("gateway")
+    proc = subprocess.run([str(REPO / "deploy" / "install.sh"), "--root", str(root)],
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    yield root
+
+
+def _venv(root: Path, name: str) -> str:
+    return str(root / "opt" / "wardwatch" / ".venv" / "bin" / name)
+
+
+def test_the_files_land_where_the_units_expect_them(staged: Path) -> None:
+    for path in ("etc/wardwatch/wardwatch.toml", "etc/systemd/system/wardwatch.service",
+                 "etc/systemd/system/wardwatch-bridge.service", "var/lib/wardwatch/bridge",
+                 "opt/wardwatch/.venv/bin/wardwatch"):
+        assert (staged / path).exists(), path
+    unit = (staged / "etc/systemd/system/wardwatch.service").read_text()
+    assert "ExecStart=/opt/wardwatch/.venv/bin/wardwatch run" in unit
+    assert "NUMBA_CACHE_DIR=/var/cache/wardwatch/numba" in unit
+    assert list((staged / "var/cache/wardwatch/numba").rglob("*.nbc"))
+
+
+def test_the_gateway_venv_carries_the_runtime_only(staged: Path) -> None:
+    probe = ("import importlib.util as u; print(' '.join(m for m in ('pandas', 'statsmodels', "
+             "'matplotlib', 'wfdb', 'amqtt', 'pyarrow', 'hl7', 'numba', 'river', 'paho') "
+             "if u.find_spec(m)))")
+    out = subprocess.run([_venv(staged, "python"), "-c", probe], capture_output=True,
+                         text=True, check=True, cwd="/").stdout.split()
+    assert out == ["hl7", "numba", "river", "paho"]
+    score = subprocess.run([_venv(staged, "wardwatch"), "score", "--metric", "hr", "--input",
+                            "/dev/null", "--output", "/dev/null"], capture_output=True,
+                           text=True, check=False, cwd="/")
+    assert score.returncode == 2
+    assert "pip install 'wardwatch[replay]'" in score.stderr, score.stderr
+
+
+def test_the_kernels_load_from_the_install_time_cache(staged: Path) -> None:
+    proc = subprocess.run(
+        [_venv(staged, "python"), "-c", "from monitor.scoring import Scorer; Scorer().warm_up()"],
+        capture_output=True, text=True, check=True, cwd="/",
+        env={**os.environ, "NUMBA_CACHE_DIR": str(staged / "var/cache/wardwatch/numba"),
+             "NUMBA_DEBUG_CACHE": "1"})
+    log = proc.stdout + proc.stderr
+    assert "data loaded" in log and "score_batch" in log, log[-2000:]
+    assert "data saved" not in log, log[-2000:]  # nothing had to be compiled
+
+
+@pytest.mark.parametrize("command", ["run", "bridge"])
+def test_the_installed_daemon_and_bridge_start_and_say_ready(
+        staged: Path, services: Any, tmp_path: Path, command: str) -> None:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(1.0)
+    args = {"run": ["--metrics-port", "0", "--http-port", str(services_mod.free_port())],
+            "bridge": ["--listen", f"127.0.0.1:{services_mod.free_port()}",
+                       "--metrics-port", "0"]}[command]
+    env = {**os.environ, "NOTIFY_SOCKET": str(path),
+           "NUMBA_CACHE_DIR": str(staged / "var/cache/wardwatch/numba"),
+           "WARDWATCH_MQTT_CLIENT_ID": f"installed-{command}",
+           "WARDWATCH_BRIDGE_CLIENT_ID": f"installed-{command}"}
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen(
+            [_venv(staged, "wardwatch"), command, "--broker", services.started["mosquitto"].url,
+             "--store", str(tmp_path / "store"), *args], cwd="/", env=env,
+            stdout=subprocess.DEVNULL, stderr=log)
+    got = ""
+    try:
+        deadline = time.monotonic() + 60
+        while "READY=1" not in got:
+            assert proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
+            assert time.monotonic() < deadline, got
+            try:
+                got += sock.recv(4096).decode() + "\n"
+            except TimeoutError:
+                continue
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "log").read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
