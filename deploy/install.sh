@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install wardwatch on a gateway (Debian 12 / Ubuntu 22.04+, x86_64 or aarch64), as root:
 #
-#   sudo deploy/install.sh [--root DIR] [--no-systemd] [--python PYTHON]
+#   sudo deploy/install.sh [--root DIR] [--no-systemd] [--python PYTHON] [--print-python]
 #
 # What it does (each step is idempotent; an existing /etc/wardwatch/wardwatch.toml is kept):
 #   - Python >= 3.11 with venv: Debian 12's python3; on Ubuntu 22.04 (JetPack 6), whose
@@ -16,17 +16,20 @@
 #   - the systemd units wardwatch.service and wardwatch-bridge.service, enabled, not started
 #
 # --root DIR installs into DIR instead of / (a staging tree, the tests): no user, no apt,
-# no systemctl; the files are where they would be, under DIR.
+# no systemctl; the files are where they would be, under DIR. --print-python only says which
+# Python it would use (or that it would install python3.11), and changes nothing.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 root=""
 systemd=1
 python=""
+print_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) root=${2:?--root DIR}; shift 2 ;;
         --no-systemd) systemd=0; shift ;;
         --python) python=${2:?--python PYTHON}; shift 2 ;;
+        --print-python) print_only=1; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -37,10 +40,18 @@ say() { echo "install.sh: $*"; }
 
 ok_python() { "$1" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 
+if [ -n "$python" ] && ! ok_python "$python"; then
+    echo "install.sh: $python is not a Python >= 3.11 with venv" >&2
+    exit 1
+fi
 if [ -z "$python" ]; then
     for p in python3 python3.13 python3.12 python3.11; do
         if command -v "$p" >/dev/null && ok_python "$p"; then python=$(command -v "$p"); break; fi
     done
+fi
+if [ "$print_only" = 1 ]; then
+    echo "${python:-apt: python3.11 python3.11-venv (or python3-venv)}"
+    exit 0
 fi
 if [ -z "$python" ]; then
     [ "$staging" = 1 ] && { echo "install.sh: no Python >= 3.11 with venv" >&2; exit 1; }

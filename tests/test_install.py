@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,35 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                           capture_output=True, text=True, check=False, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     yield root
+
+
+def _pythons(folder: Path, good: tuple[str, ...]) -> dict[str, str]:
+    """A PATH where ``python3`` and the other names fail the version check, as Ubuntu
+    22.04's 3.10 does, except ``good`` (this interpreter under those names)."""
+    folder.mkdir()
+    for name in ("python3", "python3.13", "python3.12", "python3.11"):
+        if name in good:
+            (folder / name).symlink_to(sys.executable)
+        else:
+            (folder / name).write_text("#!/bin/sh\nexit 1\n")  # "3.10": not >= 3.11
+            (folder / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize(("good", "says"), [
+    (("python3.11",), "/python3.11"),  # JetPack 6: python3 is 3.10, python3.11 beside it
+    ((), "apt: python3.11 python3.11-venv"),  # nothing yet: it would install it
+    (("python3",), "/python3")])  # Debian 12
+def test_the_installer_picks_a_python_beside_the_system_one(tmp_path: Path, good: tuple[str, ...],
+                                                            says: str) -> None:
+    env = _pythons(tmp_path / "bin", good)
+    out = subprocess.run([str(REPO / "deploy" / "install.sh"), "--print-python"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out.endswith(says) or out.startswith(says), out
+    bad = subprocess.run([str(REPO / "deploy" / "install.sh"), "--print-python", "--python",
+                          str(tmp_path / "bin" / "python3.12")], env=env, capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 1 and "not a Python >= 3.11" in bad.stderr
 
 
 def _venv(root: Path, name: str) -> str:
