@@ -121,6 +121,7 @@ class AckSettings:
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     dir: str = field(default_factory=_default_state_dir)
+    checkpoint_s: float = 60.0  # models.db: per-stream model state; 0: not kept
 
 
 @dataclass(frozen=True, slots=True)

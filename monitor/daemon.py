@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
 
 from monitor.alarmstore import AlarmStore
+from monitor.checkpoint import Checkpointer, ModelStore
 from monitor.clock import SteadyClock
 from monitor.config import Settings
 from monitor.errors import ConfigError, SinkError
@@ -70,6 +71,18 @@ class Daemon:
                                    trend_hours=settings.http.trend_hours,
                                    trusted_clients=settings.acks.trusted_clients,
                                    pseudonym=pseudonym)
+        # the models' state: restored now, written every checkpoint_s and at a clean stop
+        self.models: ModelStore | None = None
+        self.checkpointer = Checkpointer(self.processor.streams, self._model_blobs)
+        if settings.store.checkpoint_s > 0:
+            self.models = ModelStore(store / "models.db")
+            n = self.models.restore(self.processor.streams, self.checkpointer)
+            beds = self.models.blob("beds")
+            if beds is not None:
+                self.processor.beds.restore(beds)
+            if n:
+                log.info("models of %d streams restored from %s", n, self.models.path)
+        self._next_checkpoint = time.monotonic() + settings.store.checkpoint_s
         self.accounts = Accounts(store / "station.db", idle_s=settings.http.session_idle_s,
                                  max_s=settings.http.session_max_s)
         # the intake's slots bound this queue: a full queue stops paho reading the socket
@@ -234,8 +247,24 @@ class Daemon:
                 self.processor.internal_error("clock", exc, now, "alarm clock tick")
                 out = Output(dead=self.processor.dead.drain(now))
             await self._deliver(out)
+            if self.models is not None and time.monotonic() >= self._next_checkpoint:
+                self._next_checkpoint = time.monotonic() + self.settings.store.checkpoint_s
+                await self._checkpoint()
             if self._healthy():
                 self.notifier.watchdog()
+
+    def _model_blobs(self) -> dict[str, bytes]:
+        return {"beds": self.processor.beds.checkpoint()}
+
+    async def _checkpoint(self) -> None:
+        """The streams that moved, copied here between batches, written in a thread."""
+        assert self.models is not None
+        try:
+            snap = self.checkpointer.take()
+            if snap is not None:
+                await asyncio.to_thread(self.models.write, snap)
+        except Exception as exc:  # a lost checkpoint costs re-learning, never data
+            self.processor.internal_error("checkpoint", exc, self.clock(), "model checkpoint")
 
     def _healthy(self) -> bool:
         """For systemd's watchdog: the clock ticks (this runs on the event loop) and the
@@ -339,6 +368,8 @@ class Daemon:
                 await clock
                 await self.raw.put(None)
                 await processor
+                if self.models is not None:
+                    await self._checkpoint()
                 self.deadletters.offer(self.processor.dead.flush(self.clock()))
                 self._relay_stopping.set()
                 self._outbox_ready.set()
@@ -354,6 +385,8 @@ class Daemon:
                 server.shutdown()
                 server.server_close()
             self.spool.close()
+            if self.models is not None:
+                self.models.close()
             self.alarm_store.close()
             self.accounts.close()
             self.notifier.close()

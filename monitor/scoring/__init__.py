@@ -101,6 +101,22 @@ class StreamTable:
         wall[:old_n] = self.wall_seen
         self.wall_seen = wall
 
+    def row_state(self, s: int) -> bytes:
+        """Stream ``s``'s whole state as bytes (``ROW_BYTES`` of them; see set_row_state)."""
+        return b"".join(getattr(self, name)[s].tobytes() for name in _ARRAYS)
+
+    def set_row_state(self, s: int, blob: bytes) -> bool:
+        """Load what :meth:`row_state` gave into row ``s``; False if it is not that size
+        (another layout: the stream starts afresh)."""
+        if len(blob) != ROW_BYTES:
+            return False
+        at = 0
+        for name, (dtype, shape, size) in zip(_ARRAYS, _ROW_SHAPES, strict=True):
+            getattr(self, name)[s] = np.frombuffer(
+                blob, dtype=dtype, count=size // dtype.itemsize, offset=at).reshape(shape)
+            at += size
+        return True
+
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to resume scoring exactly where it stopped (copies)."""
         n = len(self.keys)
@@ -133,6 +149,11 @@ def _blank(n: int) -> tuple[F64, I64, F64, F64, npt.NDArray[np.bool_], F64, F64]
     ist[:, L.I_BAND] = -1
     return (fs, ist, np.zeros((n, L.RING)), np.zeros((n, L.RING)),
             np.zeros((n, L.RING), dtype=np.bool_), np.zeros((n, L.WMAX)), np.zeros((n, L.GHIST)))
+
+
+_ROW_SHAPES = [(a.dtype, a.shape[1:], a[0].nbytes) for a in _blank(1)]
+#: bytes of one stream's state (what the model checkpoint stores per stream)
+ROW_BYTES = sum(size for _, _, size in _ROW_SHAPES)
 
 
 @dataclass(frozen=True, slots=True)
