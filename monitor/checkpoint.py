@@ -2,12 +2,13 @@
 
 ``models.db`` in the store holds one row per stream, keyed by (ward, bed, metric): the
 kernels' state for it (levels, variances, the ARIMA filter, the Hampel and sample rings,
-the forecasting grid's history: a few KB) and ``t``, the observation time of the last
-sample it reflects, its position in the stream. Per-bed multivariate detectors are one
-blob beside them. The daemon writes the streams that moved since the last checkpoint every
-``[store] checkpoint_s`` seconds (in a worker thread, from a copy taken between batches)
-and all of them at a clean stop; at start it restores them, and a sample at or before a
-stream's ``t`` is then an old one (out of order), as it would have been without the
+the forecasting grid's history: 1,704 bytes) and ``t``, the observation time of the last
+sample it reflects, its position in the stream. The daemon writes the streams that moved
+since the last checkpoint every ``[store] checkpoint_s`` seconds (in a worker thread, from
+a copy taken between batches) and at a clean stop, when the per-bed multivariate detectors
+go too (one blob: pickling them takes ~3 ms per bed, too long between batches). At start
+it restores them, and a sample at or before a stream's ``t`` is then an old one (out of
+order), as it would have been without the
 restart. The alarm lifecycle has its own store (``alarms.db``), written with every batch.
 
 A crash loses at most ``checkpoint_s`` of model learning, never an observation or an
@@ -73,17 +74,19 @@ class Checkpointer:
         self.blobs = blobs
         self._saved = np.empty(0)  # each row's last sample time at the last checkpoint
 
-    def take(self) -> Snapshot | None:
-        """A snapshot of the streams that moved (None: nothing did)."""
+    def take(self, *, final: bool = False) -> Snapshot | None:
+        """A snapshot of the streams that moved (None: nothing did). The blobs (the
+        per-bed detectors: ~45 KB and ~3 ms of pickling per bed, in the event loop) only
+        with ``final``, at a clean stop: between batches they would stall alarms."""
         n = len(self.streams)
         last = self.streams.fs[:n, L.F_LAST_T]
         saved = np.full(n, np.nan)
         saved[:self._saved.size] = self._saved[:n]
         moved = np.flatnonzero(~((last == saved) | (np.isnan(last) & np.isnan(saved))))
-        if moved.size == 0:
+        if moved.size == 0 and not final:
             return None
         self._saved = last.copy()
-        return snapshot(self.streams, moved.tolist(), self.blobs())
+        return snapshot(self.streams, moved.tolist(), self.blobs() if final else None)
 
 
 class ModelStore:

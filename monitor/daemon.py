@@ -256,11 +256,11 @@ class Daemon:
     def _model_blobs(self) -> dict[str, bytes]:
         return {"beds": self.processor.beds.checkpoint()}
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, *, final: bool = False) -> None:
         """The streams that moved, copied here between batches, written in a thread."""
         assert self.models is not None
         try:
-            snap = self.checkpointer.take()
+            snap = self.checkpointer.take(final=final)
             if snap is not None:
                 await asyncio.to_thread(self.models.write, snap)
         except Exception as exc:  # a lost checkpoint costs re-learning, never data
@@ -369,7 +369,7 @@ class Daemon:
                 await self.raw.put(None)
                 await processor
                 if self.models is not None:
-                    await self._checkpoint()
+                    await self._checkpoint(final=True)
                 self.deadletters.offer(self.processor.dead.flush(self.clock()))
                 self._relay_stopping.set()
                 self._outbox_ready.set()
