@@ -40,6 +40,11 @@ class Presence:
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._stopping = False
 
+    @property
+    def beds(self) -> list[tuple[str, str]]:
+        """Every bed this bridge has announced since it started."""
+        return list(self._tasks)
+
     def seen(self, ward: str, bed: str) -> None:
         """A message from this bed has been spooled."""
         key = (ward, bed)

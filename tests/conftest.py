@@ -67,12 +67,13 @@ class RunningDaemon:
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.daemon.run(self._stop), name="daemon-under-test")
         waiter = asyncio.create_task(self.daemon.subscribed.wait())
-        await asyncio.wait((waiter, self._task), timeout=30,
+        # the first daemon of a fresh checkout compiles the kernels (30-40 s here)
+        await asyncio.wait((waiter, self._task), timeout=180,
                            return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
             waiter.cancel()
             self._task.result()
-        assert waiter.done(), "daemon did not subscribe within 30 s"
+        assert waiter.done(), "daemon did not subscribe within 180 s"
         return self.daemon
 
     async def stop(self) -> None:

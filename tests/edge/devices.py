@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,20 @@ async def running_bridge(settings: Settings) -> AsyncIterator[RunningBridge]:
     finally:
         stop.set()
         await task
+        # the beds' retained presence would raise device.offline in every later test's
+        # daemon on this broker: clear it
+        await clear_presence(settings.mqtt.url, bridge.presence.beds)
+
+
+async def clear_presence(url: str, beds: Iterable[tuple[str, str]]) -> None:
+    """Remove retained presence messages (an empty retained payload clears one)."""
+    beds = list(beds)
+    if not beds or "@" in url:
+        return
+    host, port = url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as client:
+        for ward, bed in beds:
+            await client.publish(f"wardwatch/v1/status/{ward}/{bed}", b"", qos=1, retain=True)
 
 
 class Subscription:

@@ -14,6 +14,7 @@ from tests.conftest import services_mod
 from tests.edge.devices import (
     MllpClient,
     bridge_settings,
+    clear_presence,
     oru,
     running_bridge,
     spawn_bridge,
@@ -62,6 +63,7 @@ async def test_a_killed_bridge_leaves_its_beds_offline_by_last_will(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        await clear_presence(url, [("9F", "1"), ("9F", "2")])
 
 
 @pytest.mark.parametrize("how", ["silence", "clean stop"])
