@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,6 @@ class BridgeMetrics:
 
 class Bridge:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None) -> None:
-        import time
-
         self.settings = settings
         b = settings.bridge
         self.host, self.port = parse_listen(b.listen)
@@ -125,6 +124,7 @@ class Bridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening = asyncio.Event()
         self._writers: set[hl7.mllp.HL7StreamWriter] = set()
+        self._acks = 0  # MSH-10 of the ACKs sent
 
     # -- the broker side ---------------------------------------------------------------
     def _start_mqtt(self) -> None:
@@ -268,7 +268,7 @@ class Bridge:
             return self._bare_ack("AR", "", f"not an HL7 v2 message: {exc}"[:200],
                                   reason="unparseable")
         try:
-            mapped = map_message(msg, self.codes, self.zone, self.clock)
+            mapped = map_message(msg, self.codes, self.zone)
             n = self._spool(mapped)
         except Refused as exc:
             return self._ack(msg, encoding, exc.code, exc.text, reason=exc.reason)
@@ -347,8 +347,6 @@ class Bridge:
             .replace("&", "\\T\\").replace("~", "\\R\\")
         return (f"MSH|^~\\&|{self.settings.bridge.application}|{self.facility}|||{now}||ACK|"
                 f"WW{self._ack_id()}|P|2.5.1\rMSA|{code}|{control_id}|{esc}").encode()
-
-    _acks = 0
 
     def _ack_id(self) -> int:
         self._acks += 1

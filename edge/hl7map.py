@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -157,8 +157,7 @@ def _location(msg: hl7.Message) -> tuple[str, str]:
     return ward, bed_name
 
 
-def map_message(msg: hl7.Message, codes: Mapping[str, str], zone: dt.tzinfo,
-                now: Callable[[], float]) -> Mapped:
+def map_message(msg: hl7.Message, codes: Mapping[str, str], zone: dt.tzinfo) -> Mapped:
     """The observations of one parsed ORU^R01, or :class:`Refused`.
 
     ``codes`` maps vendor codes (``"SYSTEM^CODE"``) to metrics, on top of :data:`LOINC`.
