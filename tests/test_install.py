@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, services_mod
+from tests.monitor.helpers import NotifySocket
 
 pytestmark = pytest.mark.integration
 
@@ -106,14 +105,11 @@ def test_the_kernels_load_from_the_install_time_cache(staged: Path) -> None:
 @pytest.mark.parametrize("command", ["run", "bridge"])
 def test_the_installed_daemon_and_bridge_start_and_say_ready(
         staged: Path, services: Any, tmp_path: Path, command: str) -> None:
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(1.0)
+    notify = NotifySocket(tmp_path / "notify.sock")
     args = {"run": ["--metrics-port", "0", "--http-port", str(services_mod.free_port())],
             "bridge": ["--listen", f"127.0.0.1:{services_mod.free_port()}",
                        "--metrics-port", "0"]}[command]
-    env = {**os.environ, "NOTIFY_SOCKET": str(path),
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path),
            "NUMBA_CACHE_DIR": str(staged / "var/cache/wardwatch/numba"),
            "WARDWATCH_MQTT_CLIENT_ID": f"installed-{command}",
            "WARDWATCH_BRIDGE_CLIENT_ID": f"installed-{command}"}
@@ -122,20 +118,12 @@ def test_the_installed_daemon_and_bridge_start_and_say_ready(
             [_venv(staged, "wardwatch"), command, "--broker", services.started["mosquitto"].url,
              "--store", str(tmp_path / "store"), *args], cwd="/", env=env,
             stdout=subprocess.DEVNULL, stderr=log)
-    got = ""
     try:
-        deadline = time.monotonic() + 60
-        while "READY=1" not in got:
-            assert proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
-            assert time.monotonic() < deadline, got
-            try:
-                got += sock.recv(4096).decode() + "\n"
-            except TimeoutError:
-                continue
+        notify.until("READY=1", 60, proc, tmp_path / "log")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "log").read_text()[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        sock.close()
+        notify.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -68,3 +69,30 @@ def spawn_daemon(settings: Any, store: Path, http_port: int,
             [sys.executable, "-m", "monitor.cli", "run", "--broker", settings.mqtt.url,
              "--store", str(store), "--metrics-port", "0", "--http-port", str(http_port)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+class NotifySocket:
+    """systemd's end of sd_notify: a datagram socket a child process reports to."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(1.0)
+        self.got: list[str] = []
+
+    def until(self, field: str, within: float, proc: subprocess.Popen[bytes],
+              log: Path) -> None:
+        """Read until ``field`` (``READY=1``...) has come; fail if the process dies first
+        (its log's tail in the message) or after ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while field not in self.got:
+            assert time.monotonic() < deadline, (field, self.got)
+            assert proc.poll() is None or field == "STOPPING=1", log.read_text()[-2000:]
+            try:
+                self.got.extend(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.sock.close()

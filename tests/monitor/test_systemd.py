@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from monitor.daemon import Daemon
 from monitor.systemd import Notifier
 from tests.conftest import REPO, daemon_settings, services_mod
-from tests.monitor.helpers import spawn_daemon
+from tests.monitor.helpers import NotifySocket, spawn_daemon
 
 UNITS = REPO / "deploy" / "systemd"
 
@@ -69,79 +68,37 @@ def test_outside_systemd_nothing_is_sent() -> None:
 
 
 @pytest.mark.integration
-async def test_a_real_daemon_says_ready_pings_and_says_stopping(services: Any,
-                                                                tmp_path: Path) -> None:
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(1.0)
-    settings = daemon_settings(services, tmp_path)
-    proc = spawn_daemon(settings, tmp_path, services_mod.free_port(),
-                        env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "4000000"})
-    got: list[str] = []
-
-    def until(field: str, within: float) -> None:
-        deadline = time.monotonic() + within
-        while field not in got:
-            assert time.monotonic() < deadline, (field, got)
-            assert proc.poll() is None or field == "STOPPING=1", \
-                (tmp_path / "daemon.log").read_text()[-2000:]
-            try:
-                got.extend(sock.recv(4096).decode().split("\n"))
-            except TimeoutError:
-                continue
-
-    try:
-        await asyncio.to_thread(until, "READY=1", 180)
-        assert "STATUS=watching" in got
-        await asyncio.to_thread(until, "WATCHDOG=1", 10)
-        got.clear()
-        await asyncio.to_thread(until, "WATCHDOG=1", 10)  # and again: every clock tick
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(until, "STOPPING=1", 30)
-        assert await asyncio.to_thread(proc.wait, 60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sock.close()
-
-
-@pytest.mark.integration
-async def test_a_real_bridge_says_ready_pings_and_says_stopping(services: Any,
-                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "bridge"])
+async def test_a_real_process_says_ready_pings_and_says_stopping(services: Any, tmp_path: Path,
+                                                                 command: str) -> None:
     from tests.edge.devices import spawn_bridge
 
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(1.0)
-    proc = spawn_bridge(services.started["mosquitto"].url, services_mod.free_port(), tmp_path,
-                        client_id="bridge-notify-test",
-                        env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
-    got: list[str] = []
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "4000000"}
+    if command == "run":
+        proc = spawn_daemon(daemon_settings(services, tmp_path), tmp_path,
+                            services_mod.free_port(), env=env)
+        log = tmp_path / "daemon.log"
+    else:
+        proc = spawn_bridge(services.started["mosquitto"].url, services_mod.free_port(),
+                            tmp_path, client_id="bridge-notify-test", env=env)
+        log = tmp_path / "bridge.log"
 
-    def until(field: str, within: float) -> None:
-        deadline = time.monotonic() + within
-        while field not in got:
-            assert time.monotonic() < deadline, (field, got)
-            assert proc.poll() is None or field == "STOPPING=1", \
-                (tmp_path / "bridge.log").read_text()[-2000:]
-            try:
-                got.extend(sock.recv(4096).decode().split("\n"))
-            except TimeoutError:
-                continue
+    async def until(field: str, within: float) -> None:
+        await asyncio.to_thread(notify.until, field, within, proc, log)
 
     try:
-        await asyncio.to_thread(until, "READY=1", 60)
-        await asyncio.to_thread(until, "WATCHDOG=1", 10)
-        got.clear()
-        await asyncio.to_thread(until, "WATCHDOG=1", 10)
+        await until("READY=1", 180)
+        assert ("STATUS=watching" if command == "run" else "STATUS=listening on") in \
+            " ".join(notify.got)
+        await until("WATCHDOG=1", 10)
+        notify.got.clear()
+        await until("WATCHDOG=1", 10)  # and again: every clock tick / watchdog interval
         proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(until, "STOPPING=1", 30)
+        await until("STOPPING=1", 30)
         assert await asyncio.to_thread(proc.wait, 60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        sock.close()
+        notify.close()
