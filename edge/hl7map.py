@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -216,7 +217,9 @@ def _obx(seg: hl7.Segment, out: Mapped, codes: Mapping[str, str], zone: dt.tzinf
     try:
         value = float(raw)
     except ValueError:
-        raise Refused("AE", "bad_value", f"{where}: OBX-5 {raw[:40]!r} is not a number") from None
+        value = math.nan
+    if not math.isfinite(value):  # "nan", "inf" and structured numerics (SN "<^40") too
+        raise Refused("AE", "bad_value", f"{where}: OBX-5 {raw[:40]!r} is not a number")
     unit_text = _get(seg, 6, 1)
     unit = _unit(metric, unit_text)
     if unit is None:
