@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,18 @@ def test_a_bad_key_file_is_a_clear_error_that_never_shows_the_secret(
     assert line.split()[1] not in str(err.value)
 
 
+@pytest.mark.parametrize("history", ["influxdb", "sqlite"])
 async def test_a_planted_identifier_reaches_no_sink(services: Any, tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+                                                    caplog: pytest.LogCaptureFixture,
+                                                    history: str) -> None:
     """Bridge and daemon share a key. The identifier goes in through PID-3, an admission and
     a rejected observation; then every sink, store file, log and /metrics is searched."""
     caplog.set_level(logging.DEBUG)
     keys = _keys(tmp_path / "keys", f"kw {secrets.token_hex(32)}")
     url = services.started["mosquitto"].url
     dstore, bstore = tmp_path / "daemon", tmp_path / "bridge"
-    settings = replace(daemon_settings(services, dstore),
+    settings = replace(daemon_settings(services, dstore, **({"url": ""} if history == "sqlite"
+                                                            else {})),
                        pseudonym=PseudonymSettings(key_file=str(keys)))
     rd = RunningDaemon(settings)
     daemon = await rd.start()
@@ -112,18 +116,27 @@ async def test_a_planted_identifier_reaches_no_sink(services: Any, tmp_path: Pat
             await asyncio.sleep(1.0)  # history flushed (0.1 s interval)
             bridge_metrics = bridge.metrics_text()
         daemon_metrics = generate_latest(daemon.registry).decode()
+        dump = tags = ""
         influx = settings.influx
-        async with httpx.AsyncClient(base_url=influx.url) as http:
-            dump = (await http.get("/query", params={
-                "db": influx.database, "q": "SELECT * FROM /.*/"})).text
-            tags = (await http.get("/query", params={
-                "db": influx.database, "q": "SHOW TAG VALUES WITH KEY =~ /.*/"})).text
-        assert '"4Z"' in dump and '"series"' in dump  # history did arrive in InfluxDB
+        if history == "influxdb":
+            async with httpx.AsyncClient(base_url=influx.url) as http:
+                dump = (await http.get("/query", params={
+                    "db": influx.database, "q": "SELECT * FROM /.*/"})).text
+                tags = (await http.get("/query", params={
+                    "db": influx.database, "q": "SHOW TAG VALUES WITH KEY =~ /.*/"})).text
+            assert '"4Z"' in dump and '"series"' in dump  # history did arrive in InfluxDB
     finally:
         await rd.stop()
     files = {p: p.read_bytes() for root in (dstore, bstore) for p in root.rglob("*")
              if p.is_file()}
     assert any(adm.encode() in b for b in files.values())  # the pseudonym is there...
+    if history == "sqlite":  # ... and the history too
+        assert (dstore / "history.db").exists()
+        with sqlite3.connect(dstore / "history.db") as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                               "'table'")]
+            assert sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                       for t in tables) > 0
     haystacks = {"MQTT (obs, alerts, dead letters, status)": b"\n".join(wire),
                  "InfluxDB": (dump + tags).encode(), "daemon /metrics": daemon_metrics.encode(),
                  "bridge /metrics": bridge_metrics.encode(), "logs": caplog.text.encode(),
