@@ -52,6 +52,7 @@ CHUNK_OBS = 1000  # observations per MQTT message: ~70 kB, well under ingest's b
 CHARSETS = {"": "utf-8", "ASCII": "ascii", "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8",
             "8859/1": "latin-1", "8859/15": "iso8859-15"}
 CLOCK_ALPHA = 0.2  # smoothing of each device's clock offset
+MAX_CODE_LABELS = 50  # distinct unmapped codes with a label of their own (bounded cardinality)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -125,6 +126,7 @@ class Bridge:
         self.listening = asyncio.Event()
         self._writers: set[hl7.mllp.HL7StreamWriter] = set()
         self._acks = 0  # MSH-10 of the ACKs sent
+        self._code_labels: set[str] = set()
 
     # -- the broker side ---------------------------------------------------------------
     def _start_mqtt(self) -> None:
@@ -238,7 +240,14 @@ class Bridge:
                         await writer.drain()
                     skipping = not ended
                     continue
-                writer.writeblock(self.handle(block))
+                try:
+                    answer = self.handle(block)
+                except Exception:  # a bug must not end the connection or the bridge
+                    log.exception("internal error on a message from %s", peer)
+                    answer = self._bare_ack("AE", "", "internal error in the bridge; "
+                                            "nothing was spooled, send it again",
+                                            reason="internal_error")
+                writer.writeblock(answer)
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.info("MLLP connection from %s lost: %s", peer, exc)
@@ -275,7 +284,11 @@ class Bridge:
         except SpoolError as exc:
             return self._ack(msg, encoding, "AE", str(exc), reason="spool")
         for code, count in mapped.ignored.items():
-            self.metrics.ignored.labels(code).inc(count)
+            # a label per code a device sends, up to MAX_CODE_LABELS; then "other"
+            if code not in self._code_labels and len(self._code_labels) < MAX_CODE_LABELS:
+                self._code_labels.add(code)
+            label = code if code in self._code_labels else "other"
+            self.metrics.ignored.labels(label).inc(count)
         note = ""
         if mapped.ignored:
             note = "not watched: " + ", ".join(sorted(mapped.ignored))

@@ -195,3 +195,26 @@ async def test_bridge_config_rejects_a_vendor_code_for_an_unknown_metric(tmp_pat
     s = replace(s, bridge=replace(s.bridge, codes={"ACME^7": "spo2"}))
     with pytest.raises(ConfigError, match="ACME"):
         Bridge(s)
+
+
+async def test_a_bug_on_one_message_answers_ae_and_the_connection_goes_on(
+        services: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge.bridge
+
+    real = edge.bridge.map_message
+
+    def buggy(msg: Any, *args: Any) -> Any:  # an injected bug for one control id
+        if str(msg.segment("MSH")[10]) == "BUG":
+            raise RuntimeError("injected")
+        return real(msg, *args)
+
+    monkeypatch.setattr(edge.bridge, "map_message", buggy)
+    settings = bridge_settings(services.started["mosquitto"].url, tmp_path / "store")
+    now = dt.datetime.now(dt.UTC)
+    async with running_bridge(settings) as bridge, MllpClient(bridge.port) as dev:
+        rows = [("8867-4^HR^LN", "80", "/min", now)]
+        ack = await dev.send(oru("BUG", "5B^9", rows, sent=now))
+        assert ack.msa[1] == "AE" and "internal error" in ack.msa[3]
+        assert (await dev.send(oru("OK", "5B^9", rows, sent=now))).msa[1:3] == ["AA", "OK"]
+        assert 'wardwatch_bridge_refused_total{reason="internal_error"} 1.0' in \
+            bridge.metrics_text()
