@@ -2,14 +2,17 @@
 
 Five beds send an ORU^R01 every 0.1 s each, each waiting for its ACK as a device does.
 The broker is stopped (``WARDWATCH_OUTAGE_TEST_S``, default the issue's 60 s) and
-started again on the same port, and the devices go on sending throughout. A subscriber
-with a persistent session counts what arrives: every observation, in order per bed.
+started again on the same port, and the devices go on sending throughout. Counted where
+the observations arrive:
+
+* at a ``wardwatch run`` on that broker (SQLite history): every observation accepted once
+  (none refused as out of order, so each came in order) and stored once;
+* at a subscriber with a persistent session: every observation, in order per bed.
 
 QoS 1 is at least once. Around the stop a message whose PUBACK was lost (bridge to broker,
-or broker to this subscriber) comes again: an exact repeat, same bed and time, which the
-daemon drops (a sample at a time it has already seen is a duplicate, and history keeps
-one row per ward, bed, metric and time). The test counts such repeats and bounds them by
-what can be in flight; the first arrivals must be every observation, once, in order.
+or broker to a subscriber) comes again: an exact repeat, same bed and time, which the
+daemon counts as a re-sent sample and stores once (history has one row per ward, bed,
+metric and time). The subscriber's count bounds such repeats by what can be in flight.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from monitor.config import MqttSettings
 from monitor.mqtt import paho_client
-from tests.conftest import services_mod
+from tests.conftest import RunningDaemon, daemon_settings, services_mod
 from tests.edge.devices import MllpClient, bridge_settings, oru, running_bridge
 
 OUTAGE_S = float(os.environ.get("WARDWATCH_OUTAGE_TEST_S", "60"))
@@ -60,7 +66,8 @@ class Counter:
         self.client.loop_stop()
 
 
-async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
+async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
+        services: Any, tmp_path: Path) -> None:
     port = services_mod.free_port()
     url = f"mqtt://127.0.0.1:{port}"
     broker = services_mod.Services(tmp_path / "broker")
@@ -85,6 +92,14 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(tmp_pat
             i += 1
             await asyncio.sleep(PERIOD_S)
 
+    dsettings = replace(daemon_settings(services, tmp_path / "daemon", url=""),
+                        mqtt=MqttSettings(url=url, client_id="sf-daemon"))
+    rd = RunningDaemon(dsettings)
+    daemon = await rd.start()
+
+    def accepted() -> float:
+        return rd.metric("wardwatch_ingest_observations_total", {"outcome": "accepted"})
+
     try:
         settings = bridge_settings(url, tmp_path / "store")
         async with running_bridge(settings) as bridge:
@@ -108,10 +123,25 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(tmp_pat
             total = sum(len(v) for v in sent.values())
             await bridge.wait_for(lambda: counter.count() >= total, f"{total} observations",
                                   within=120)
+            await bridge.wait_for(lambda: accepted() >= total, "the daemon to take them all",
+                                  within=120)
             await asyncio.sleep(1)  # anything extra (a duplicate) would arrive by now
+            resent = rd.metric("wardwatch_ingest_observations_total",
+                               {"outcome": "out_of_order"})
+            got_accepted = accepted()
     finally:
         counter.close()
+        await rd.stop()
         broker.stop()
+    del daemon
+    with sqlite3.connect(tmp_path / "daemon" / "history.db") as db:
+        rows = db.execute("SELECT bed, t FROM vitals WHERE ward = '8E' ORDER BY bed, t").fetchall()
+    stored: dict[str, list[float]] = {}
+    for bed, t in rows:
+        stored.setdefault(bed, []).append(t)
+    assert got_accepted == total  # every one once; a late one would count as out of order
+    assert stored == sent  # stored once each
+
     assert acks == {"AA": total}  # the devices never had to keep anything back
     assert peak >= OUTAGE_S / PERIOD_S  # it did spool through the outage (per bed, at least)
     repeats = 0
@@ -127,3 +157,4 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(tmp_pat
                     first.append(t)
             assert first == times, f"bed {bed}: not every observation, in order"
     assert repeats <= settings.bridge.window + 10  # what can be in flight, both hops
+    assert resent <= repeats + settings.bridge.window  # the daemon's own view of them
