@@ -345,6 +345,10 @@ class Bridge:
                              application=self.settings.bridge.application,
                              facility=self.facility)
         lines = str(ack).split("\r")
+        msh = lines[0].split("|")
+        if len(msh) > 6:  # MSH-7 with its offset (python-hl7 writes local time without one)
+            msh[6] = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S+0000")
+            lines[0] = "|".join(msh)
         if text:
             lines = [ln + "|" + msg.escape(text) if ln.startswith("MSA|") else ln
                      for ln in lines]

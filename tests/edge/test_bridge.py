@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ async def test_an_oru_becomes_wire_observations_and_an_aa(services: Any, tmp_pat
         ], patient="MRN-PLANTED-4711", sent=t0)
         ack = await dev.send(msg)
         assert ack.msa[:3] == ["MSA", "AA", "MSG1"], ack.text
+        assert re.search(r"\|\d{14}\+0000\|\|ACK\^R01", ack.text), ack.text  # MSH-7, UTC
         assert "MDC\\S\\150456" in ack.msa[3]  # told what it does not watch (^ escaped)
         topic, body = await got.next()
         text = bridge.metrics_text()
@@ -218,3 +220,18 @@ async def test_a_bug_on_one_message_answers_ae_and_the_connection_goes_on(
         assert (await dev.send(oru("OK", "5B^9", rows, sent=now))).msa[1:3] == ["AA", "OK"]
         assert 'wardwatch_bridge_refused_total{reason="internal_error"} 1.0' in \
             bridge.metrics_text()
+
+
+async def test_the_readmes_example_message_is_taken(services: Any, tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    url = services.started["mosquitto"].url
+    example = (REPO / "deploy" / "hl7" / "example-oru.hl7").read_bytes().replace(b"\n", b"\r")
+    async with subscriber(url, "wardwatch/v1/obs/4A/12") as got, \
+            running_bridge(bridge_settings(url, tmp_path / "store")) as bridge, \
+            MllpClient(bridge.port) as dev:
+        ack = await dev.send(example)
+        assert ack.msa[1:] == ["AA", "MSG00001", "not watched: MDC\\S\\150456"], ack.text
+        _, body = await got.next()
+    assert [(o["metric"], o["v"]) for o in body["obs"]] == [("hr", 132), ("sbp", 88),
+                                                            ("dbp", 52)]
