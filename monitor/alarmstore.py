@@ -109,6 +109,16 @@ class AlarmStore:
             "SELECT seq, topic, payload FROM outbox WHERE sent IS NULL ORDER BY seq LIMIT ?",
             (limit,)).fetchall()
 
+    def last_seq(self) -> int:
+        """The newest event's sequence number (0: none yet)."""
+        row = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()
+        return int(row[0] or 0)
+
+    def sent_upto(self, seq: int) -> bool:
+        """Whether every event up to ``seq`` has been published."""
+        return self._db.execute("SELECT 1 FROM outbox WHERE sent IS NULL AND seq <= ?"
+                                " LIMIT 1", (seq,)).fetchone() is None
+
     def mark_sent(self, upto: int, keep_s: float = 86_400.0) -> None:
         """Every event up to ``upto`` was published; forget those sent over ``keep_s`` ago."""
         now = time.time()

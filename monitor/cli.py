@@ -56,6 +56,16 @@ async def _run_until_signalled(settings: Settings) -> None:
     await Daemon(settings, own_process=True).run(stop)
 
 
+async def _work_until_signalled(settings: Settings, index: int, of: int) -> None:
+    from monitor.cluster import Worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Worker(settings, index=index, of=of).run(stop)
+
+
 async def _bridge_until_signalled(settings: Settings) -> None:
     from edge.bridge import Bridge
 
@@ -75,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the daemon against a broker")
     _add_common(p_run)
+    p_run.add_argument("--worker-index", type=int, metavar="K",
+                       help="as worker K of a cluster ([cluster] settings; deploy/cluster/)")
+    p_run.add_argument("--worker-of", type=int, metavar="N",
+                       help="with --worker-index: the cluster's expected worker count")
     p_bridge = sub.add_parser(
         "bridge", help="HL7 v2 ORU^R01 over MLLP from bedside devices, spooled, to the broker")
     p_bridge.add_argument("--listen", metavar="HOST:PORT",
@@ -227,7 +241,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write otherwise
     try:
-        if args.command == "run":
+        if args.command == "run" and args.worker_index is not None:
+            asyncio.run(_work_until_signalled(settings, args.worker_index,
+                                              args.worker_of or args.worker_index + 1))
+        elif args.command == "run":
             asyncio.run(_run_until_signalled(settings))
         elif args.command == "bridge":
             asyncio.run(_bridge_until_signalled(settings))

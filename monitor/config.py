@@ -150,6 +150,20 @@ class BridgeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """``wardwatch run --worker-index K --worker-of N``: one worker of a cluster
+    (monitor/cluster.py, deploy/cluster/)."""
+
+    partitions: int = 12  # as the brokers' subject mapping partitions (ward, bed)
+    nats: str = ""  # the cluster's NATS URLs, comma-separated: its key-value store
+    bucket: str = "wardwatch"  # the key-value bucket of partition states
+    replicas: int = 3  # copies of each partition state (at most the node count)
+    checkpoint_s: float = 1.0  # how often a held partition's state is committed
+    retention_s: float = 86_400.0  # how long the intake stream keeps messages
+    settle_s: float = 5.0  # at start, how long to wait for the other workers
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -161,6 +175,7 @@ class Settings:
     acks: AckSettings = field(default_factory=AckSettings)
     pseudonym: PseudonymSettings = field(default_factory=PseudonymSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     # [rules."<ward>"."<alarm code>"] tables ("*": every ward), parsed by monitor.ruleset
     rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, start_http_server
@@ -26,7 +26,7 @@ from monitor.checkpoint import Checkpointer, ModelStore
 from monitor.clock import SteadyClock
 from monitor.config import Settings
 from monitor.errors import ConfigError, SinkError
-from monitor.intake import Intake, RawMessage
+from monitor.intake import Intake, RawMessage, Token
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.mqtt import client_args
@@ -44,13 +44,35 @@ from monitor.wire import CONTROL_SUBSCRIPTIONS
 log = logging.getLogger(__name__)
 
 
+class PartitionLease(Protocol):
+    """A cluster worker's hold on one partition (monitor/cluster.py)."""
+
+    partition: int
+    every_s: float  # how often the partition's state is committed
+
+    def open_intake(self, queue: asyncio.Queue[RawMessage | None], clock: Callable[[], float],
+                    metrics: Metrics, slots: int) -> Any:
+        """The partition's messages from just after the committed position on."""
+
+    async def commit(self, state: bytes | None, position: int | None, *,
+                     release: bool = False) -> None:
+        """Store ``state`` and the stream ``position`` it reflects (None: keep the last)
+        as the partition's; raises :class:`monitor.partition.Fenced` when another worker
+        holds it now."""
+
 
 class Daemon:
     """One wardwatch process. ``await Daemon(settings).run(stop)`` until ``stop`` is set."""
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
-                 clock: SteadyClock | None = None, own_process: bool = False) -> None:
+                 clock: SteadyClock | None = None, own_process: bool = False,
+                 lease: PartitionLease | None = None) -> None:
         self.settings = settings
+        # In a cluster, one daemon per partition held: it reads that partition's stream,
+        # and commits the partition's state with the position it reflects (once the
+        # alarm events before it are published), so the next holder resumes from that
+        # state and position.
+        self.lease = lease
         # ``wardwatch run``: the process is the daemon's, so it tunes the interpreter
         # (garbage collector, GIL switch interval) for it; embedded (tests, the demo), not
         self.own_process = own_process
@@ -88,10 +110,16 @@ class Daemon:
         # the intake's slots bound this queue: a full queue stops paho reading the socket
         self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue()
         m = settings.mqtt
-        self.intake = Intake(m.url, client_id=m.client_id,
-                             subscriptions=[m.subscribe, *CONTROL_SUBSCRIPTIONS], queue=self.raw,
-                             clock=self.clock, metrics=self.metrics, tls_files=m.tls_files(),
-                             keepalive=m.keepalive, slots=settings.ingest.queue_size)
+        self.intake: Any
+        if lease is None:
+            self.intake = Intake(m.url, client_id=m.client_id,
+                                 subscriptions=[m.subscribe, *CONTROL_SUBSCRIPTIONS],
+                                 queue=self.raw, clock=self.clock, metrics=self.metrics,
+                                 tls_files=m.tls_files(), keepalive=m.keepalive,
+                                 slots=settings.ingest.queue_size)
+        else:  # the partition's stream, from the committed position on (monitor.cluster)
+            self.intake = lease.open_intake(self.raw, self.clock, self.metrics,
+                                            settings.ingest.queue_size)
         self.subscribed = self.intake.subscribed
         self.metrics.views.queues["ingest"] = self.raw.qsize
         self.spool = Spool(store / "spool.db")
@@ -110,6 +138,11 @@ class Daemon:
         self._outbox_ready = asyncio.Event()
         self._relay_stopping = asyncio.Event()
         self._relay_stuck_since: float | None = None  # monotonic
+        self.relay_done = False
+        if lease is not None:
+            from monitor.partition import Committer
+
+            self.committer = Committer(self, lease)
         self.metrics.views.stuck["alerts"] = self._relay_stuck
         # Dead letters: aggregated (monitor.deadletters), on their own bounded queue and
         # connection, so a flood of bad input never delays an alarm.
@@ -165,10 +198,16 @@ class Daemon:
             except Exception as exc:  # a bug: isolate the message, never stop watching
                 out = self.processor.fail_batch(messages, exc)
             tokens = [tok for *_, tok in items]
-            await self._deliver(out, functools.partial(self.intake.ack, tokens))
+            await self._deliver(out, functools.partial(self._durable, tokens))
             self._progress = time.monotonic()
             if last:
                 return
+
+    def _durable(self, tokens: list[Token]) -> None:
+        if self.lease is None:
+            self.intake.ack(tokens)
+        else:  # the next commit's position
+            self.committer.journalled.extend(tokens)
 
     async def _deliver(self, out: Output, on_durable: Callable[[], None] | None = None,
                        ) -> None:
@@ -218,7 +257,16 @@ class Daemon:
                 m.delivered.labels(sink.name).inc(len(rows))
                 backoff = 0.0
         finally:
+            self.relay_done = True
             await sink.close()
+
+    @property
+    def fenced(self) -> bool:
+        """Another worker took this daemon's partition (a cluster's)."""
+        return self.lease is not None and self.committer.fenced
+
+    def wake_relay(self) -> None:
+        self._outbox_ready.set()
 
     def _relay_stuck(self) -> float:
         stuck = self._relay_stuck_since
@@ -247,7 +295,8 @@ class Daemon:
                 self.processor.internal_error("clock", exc, now, "alarm clock tick")
                 out = Output(dead=self.processor.dead.drain(now))
             await self._deliver(out)
-            if self.models is not None and time.monotonic() >= self._next_checkpoint:
+            if self.models is not None and self.lease is None \
+                    and time.monotonic() >= self._next_checkpoint:
                 self._next_checkpoint = time.monotonic() + self.settings.store.checkpoint_s
                 await self._checkpoint()
             if self._healthy():
@@ -355,6 +404,8 @@ class Daemon:
                 processor = tg.create_task(self._process(), name="processor")
                 halt_intake = asyncio.Event()
                 clock = tg.create_task(self._clock(halt_intake), name="alarms:clock")
+                commits = (None if self.lease is None else tg.create_task(
+                    self.committer.run(halt_intake, stop), name="partition:commits"))
                 self.intake.start()
                 log.info("wardwatch running; store in %s", self.settings.store.dir)
                 self.notifier.ready("watching")
@@ -366,19 +417,26 @@ class Daemon:
                 halt_intake.set()
                 self.intake.pause()
                 await clock
+                if commits is not None:
+                    await commits
                 await self.raw.put(None)
                 await processor
-                if self.models is not None:
+                if self.models is not None and self.lease is None:
                     await self._checkpoint(final=True)
                 self.deadletters.offer(self.processor.dead.flush(self.clock()))
                 self._relay_stopping.set()
                 self._outbox_ready.set()
                 await relay
                 await self.history.close()
+                if self.lease is not None:  # every batch journalled, the relay done
+                    await self.committer.commit(release=True)
                 await self.deadletters.close()
                 await asyncio.gather(*writers)
                 # after the last acknowledgement is queued: paho writes it before DISCONNECT
-                await asyncio.to_thread(self.intake.close)
+                if self.lease is None:
+                    await asyncio.to_thread(self.intake.close)
+                else:
+                    await self.intake.aclose()
             if runner is not None:
                 await runner.cleanup()
             if server is not None:

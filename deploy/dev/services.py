@@ -44,6 +44,8 @@ PACKAGES = {
     "chromedriver": ("/usr/bin/chromedriver", "chromium-driver"),
     # checks the shipped systemd unit (systemd-analyze verify)
     "systemd-analyze": ("/usr/bin/systemd-analyze", "systemd"),
+    # the clustered broker of deploy/cluster/ (MQTT + JetStream)
+    "nats-server": ("/usr/sbin/nats-server", "nats-server"),
 }
 
 START_TIMEOUT_S = 60.0

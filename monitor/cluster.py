@@ -1,0 +1,400 @@
+"""One worker of a wardwatch cluster: ``wardwatch run --worker-index K --worker-of N``.
+
+The brokers are a NATS cluster (deploy/cluster/): devices publish MQTT to any node, and
+a subject mapping puts in front of every observation and control topic its partition, a
+hash of (ward, bed). A replicated JetStream stream keeps them; a partition's holder reads
+them in order from a position (:mod:`monitor.streamintake`).
+
+**Who holds what.** Workers announce themselves with a retained ``online`` on
+``wardwatch/v1/cluster/workers/{id}`` and a last will ``offline`` (a killed worker's
+connection drops and the broker publishes its will at once). Every worker computes the
+same assignment from the same live set (:func:`assignment`: rendezvous hashing with
+bounded loads, so a worker joining or leaving moves few partitions besides its own).
+
+**State and fencing.** Each partition's state (:mod:`monitor.partition`) is one entry
+``p{p}`` of a JetStream key-value bucket, replicated on the nodes, with its holder and an
+epoch, and the stream position the state reflects. Every write is a compare-and-set on
+the entry's revision. A worker takes a partition only when the entry names no holder
+(released cleanly) or a holder that is not live; its first write (the claim) makes any
+write of the previous holder fail, and that holder then lets the partition go (it is
+fenced). The next holder restores the committed state and reads from just after its
+position, so every message is applied once and in order. A sample at or before a
+stream's last one is an old one (see :mod:`monitor.checkpoint`), so a message processed
+after the last commit and read again by the next holder is not applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from monitor.config import Settings
+from monitor.errors import ConfigError
+from monitor.intake import RawMessage
+from monitor.metrics import Metrics
+from monitor.mqtt import client_args
+from monitor.partition import Fenced, materialize
+from monitor.streamintake import StreamIntake, ensure_stream
+
+log = logging.getLogger(__name__)
+
+WORKERS_TOPIC = "wardwatch/v1/cluster/workers/"
+HEARTBEAT_S = 1.0  # how often a worker says again that it is online
+
+
+def _weight(partition: int, worker: str) -> int:
+    h = hashlib.blake2b(f"{partition}:{worker}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big")
+
+
+def assignment(partitions: int, live: set[str] | list[str]) -> dict[int, str]:
+    """Which live worker holds each partition: rendezvous hashing with bounded loads.
+
+    Each partition ranks the workers by a hash of (partition, worker) and goes to the
+    first in its ranking that holds fewer than ceil(partitions / workers); so loads differ
+    by at most one, and a worker joining or leaving moves few partitions besides its own.
+    Every worker computes the same answer from the same live set."""
+    workers = sorted(live)
+    if not workers:
+        return {}
+    cap = -(-partitions // len(workers))
+    load = dict.fromkeys(workers, 0)
+    out = {}
+    for p in range(partitions):
+        for w in sorted(workers, key=lambda w: _weight(p, w), reverse=True):
+            if load[w] < cap:
+                out[p] = w
+                load[w] += 1
+                break
+    return out
+
+
+class Entry(msgspec.Struct):
+    """A partition's key-value entry: who holds it, since which epoch, and its state."""
+
+    holder: str | None
+    epoch: int
+    state: bytes | None
+    position: int = 0  # the stream sequence of the last message the state reflects
+
+
+@dataclass
+class Lease:
+    """A worker's hold on one partition: commits are compare-and-set on ``revision``."""
+
+    kv: Any  # nats.js.kv.KeyValue
+    js: Any  # nats.js.JetStreamContext
+    partition: int
+    worker: str
+    epoch: int
+    revision: int
+    state: bytes | None
+    position: int
+    every_s: float
+    commits: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"p{self.partition}"
+
+    def open_intake(self, queue: asyncio.Queue[RawMessage | None], clock: Callable[[], float],
+                    metrics: Metrics, slots: int) -> StreamIntake:
+        return StreamIntake(self.js, self.partition, self.position + 1, queue=queue,
+                            clock=clock, metrics=metrics, slots=slots)
+
+    async def commit(self, state: bytes | None, position: int | None, *,
+                     release: bool = False) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if state is not None:
+            self.state = state
+            if position is not None:
+                self.position = position
+        entry = Entry(None if release else self.worker, self.epoch, self.state, self.position)
+        try:
+            self.revision = await self.kv.update(self.key, msgspec.msgpack.encode(entry),
+                                                 last=self.revision)
+        except KeyWrongLastSequenceError as exc:
+            raise Fenced(f"partition {self.partition} was taken over") from exc
+        self.commits += 1
+
+
+@dataclass
+class Held:
+    lease: Lease
+    daemon: Any  # monitor.daemon.Daemon
+    registry: CollectorRegistry
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    since: float = field(default_factory=time.monotonic)
+
+
+class _PartitionMetrics(Collector):
+    """The held partitions' daemons' metrics, each sample labelled with its partition."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for p, held in sorted(self.worker.held.items()):
+            for fam in held.registry.collect():
+                out = merged.get(fam.name)
+                if out is None:
+                    out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type,
+                                                    fam.unit)
+                for smp in fam.samples:
+                    out.add_sample(smp.name, {**smp.labels, "partition": str(p)}, smp.value,
+                                   smp.timestamp)
+        yield from merged.values()
+
+
+class Worker:
+    """Holds the partitions the live workers' assignment gives it, one daemon each."""
+
+    def __init__(self, settings: Settings, *, index: int, of: int,
+                 registry: CollectorRegistry | None = None) -> None:
+        cl = settings.cluster
+        if not cl.nats:
+            raise ConfigError("a cluster worker needs [cluster] nats (the NATS URLs)")
+        if index < 0 or of < 1 or cl.partitions < 1:
+            raise ConfigError("--worker-index must be >= 0, --worker-of and "
+                              "[cluster] partitions >= 1")
+        self.settings = settings
+        self.cfg = cl
+        self.id = f"w{index}"
+        self.expected = of
+        self.store = Path(settings.store.dir).expanduser()
+        self.live: set[str] = set()
+        self.held: dict[int, Held] = {}
+        self._changed = asyncio.Event()
+        self._releasing: set[int] = set()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(_PartitionMetrics(self))
+        self.m_held = Gauge("wardwatch_cluster_partitions_held",
+                            "Partitions this worker holds", registry=self.registry)
+        self.m_live = Gauge("wardwatch_cluster_workers_live",
+                            "Workers this one sees live", registry=self.registry)
+        self.m_taken = Counter("wardwatch_cluster_takeovers",
+                               "Partitions taken (at start, after a loss or a rebalance)",
+                               registry=self.registry)
+        self.m_released = Counter("wardwatch_cluster_releases",
+                                  "Partitions handed over cleanly", registry=self.registry)
+        self.m_fenced = Counter("wardwatch_cluster_fenced",
+                                "Partitions lost to another worker's claim",
+                                registry=self.registry)
+        self.kv: Any = None
+        self.js: Any = None
+
+    # -- membership ----------------------------------------------------------------
+    async def _membership(self, ready: asyncio.Event) -> None:
+        m = self.settings.mqtt
+        me = WORKERS_TOPIC + self.id
+        args = client_args(m.url, identifier=f"ww-worker-{self.id}", keepalive=m.keepalive,
+                           **m.tls_files())
+        args["will"] = aiomqtt.Will(me, b"offline", qos=1, retain=True)
+        while True:
+            beat: asyncio.Task[None] | None = None
+            try:
+                async with aiomqtt.Client(**args) as client:
+                    await client.subscribe(WORKERS_TOPIC + "+", qos=1)
+                    await client.publish(me, b"online", qos=1, retain=True)
+                    # said again now and then: a retained message reaches a subscriber on
+                    # another node only once that node has it, which can take a moment
+                    beat = asyncio.create_task(self._heartbeat(client, me))
+                    ready.set()
+                    async for msg in client.messages:
+                        self._presence(str(msg.topic)[len(WORKERS_TOPIC):],
+                                       bytes(msg.payload).strip() == b"online")
+            except aiomqtt.MqttError as exc:
+                log.warning("cluster membership connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if beat is not None:
+                    beat.cancel()
+
+    def _presence(self, worker: str, online: bool) -> None:
+        if worker == self.id:
+            return  # itself: live while it runs (a will of its own, after a blip, is old)
+        before = set(self.live)
+        (self.live.add if online else self.live.discard)(worker)
+        if self.live != before:
+            log.info("workers live: %s", ", ".join(sorted(self.live | {self.id})))
+            self.m_live.set(len(self.live | {self.id}))
+            self._changed.set()
+
+    @staticmethod
+    async def _heartbeat(client: aiomqtt.Client, me: str) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                await client.publish(me, b"online", qos=1, retain=True)
+
+    async def _leave(self) -> None:
+        m = self.settings.mqtt
+        args = client_args(m.url, identifier=f"ww-worker-{self.id}-bye",
+                           keepalive=m.keepalive, **m.tls_files())
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with aiomqtt.Client(**args) as client:
+                await client.publish(WORKERS_TOPIC + self.id, b"offline", qos=1, retain=True)
+
+    # -- partitions ----------------------------------------------------------------
+    def mine(self) -> set[int]:
+        held = assignment(self.cfg.partitions, self.live | {self.id})
+        return {p for p, w in held.items() if w == self.id}
+
+    async def _acquire(self, p: int) -> bool:
+        """Take partition ``p`` if nobody live holds it; False: not now."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        from monitor.daemon import Daemon
+
+        key = f"p{p}"
+        try:
+            got = await self.kv.get(key)
+        except KeyNotFoundError:
+            got = None
+        try:
+            if got is None or not got.value:
+                epoch, state, position = 1, None, 0
+                rev = await self.kv.create(key, msgspec.msgpack.encode(Entry(self.id, 1, None)))
+            else:
+                entry = msgspec.msgpack.decode(got.value, type=Entry)
+                if entry.holder not in (None, self.id) and entry.holder in self.live:
+                    return False  # still held: it is being handed over
+                epoch, state, position = entry.epoch + 1, entry.state, entry.position
+                rev = await self.kv.update(
+                    key, msgspec.msgpack.encode(Entry(self.id, epoch, state, position)),
+                    last=got.revision)
+        except (KeyWrongLastSequenceError, Exception) as exc:  # raced, or the store is away
+            log.info("partition %d not taken now: %s", p, exc)
+            return False
+        store = self.store / f"p{p}-e{epoch}"
+        counts = materialize(state, store) if state else {}
+        lease = Lease(self.kv, self.js, p, self.id, epoch, rev, state, position,
+                      self.cfg.checkpoint_s)
+        s = self.settings
+        settings = replace(
+            s, mqtt=replace(s.mqtt, client_id=f"ww-part-{p}"),
+            store=replace(s.store, dir=str(store), checkpoint_s=max(s.store.checkpoint_s, 1.0)),
+            http=replace(s.http, port=0), metrics=replace(s.metrics, port=0))
+        registry = CollectorRegistry()
+        daemon = Daemon(settings, registry=registry, lease=lease)
+        # restored streams count as heard from now: one that never speaks again goes stale
+        n = len(daemon.processor.streams)
+        daemon.processor.streams.wall_seen[:n] = daemon.clock()
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._run_partition(p, daemon, stop), name=f"partition:{p}")
+        self.held[p] = Held(lease, daemon, registry, stop, task)
+        self.m_held.set(len(self.held))
+        self.m_taken.inc()
+        log.info("partition %d taken (epoch %d, from position %d; restored %s)", p, epoch,
+                 position, counts or "nothing")
+        return True
+
+    async def _run_partition(self, p: int, daemon: Any, stop: asyncio.Event) -> None:
+        try:
+            await daemon.run(stop)
+        except Exception:
+            log.exception("partition %d stopped on an error; it will be taken again", p)
+        finally:
+            self.held.pop(p, None)
+            self.m_held.set(len(self.held))
+            if daemon.fenced:
+                self.m_fenced.inc()
+            self._changed.set()
+
+    async def _release(self, p: int) -> None:
+        held = self.held.get(p)
+        if held is None:
+            return
+        self._releasing.add(p)
+        try:
+            held.stop.set()
+            await held.task
+            if not held.daemon.fenced:
+                self.m_released.inc()
+                log.info("partition %d handed over", p)
+        finally:
+            self._releasing.discard(p)
+
+    async def _rebalance(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            mine = self.mine()
+            for p in sorted(set(self.held) - mine - self._releasing):
+                asyncio.create_task(self._release(p), name=f"release:{p}")  # noqa: RUF006
+            for p in sorted(mine - set(self.held)):
+                if stop.is_set():
+                    break
+                await self._acquire(p)
+            self._changed.clear()
+            pending = mine - set(self.held)
+            with contextlib.suppress(TimeoutError):
+                # waiting for a hand-over: look again soon; else on the next change
+                await asyncio.wait_for(self._changed.wait(), 0.5 if pending else 5.0)
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        import nats
+        from nats.js.api import KeyValueConfig
+
+        from monitor.scoring.multivariate import preload as preload_river
+
+        ms = self.settings.metrics
+        server = None
+        if ms.port:
+            try:
+                server, _ = start_http_server(ms.port, ms.host, registry=self.registry)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve /metrics on {ms.host}:{ms.port}: {exc}") from exc
+        river = preload_river()
+        nc = await nats.connect(servers=[u.strip() for u in self.cfg.nats.split(",")],
+                                name=f"wardwatch-{self.id}", max_reconnect_attempts=-1)
+        try:
+            js = self.js = nc.jetstream()
+            await ensure_stream(js, replicas=self.cfg.replicas,
+                                retention_s=self.cfg.retention_s)
+            self.kv = await js.create_key_value(KeyValueConfig(
+                bucket=self.cfg.bucket, history=1, replicas=self.cfg.replicas,
+                description="wardwatch partition states (monitor/cluster.py)"))
+            await asyncio.to_thread(river.join)
+            ready = asyncio.Event()
+            membership = asyncio.create_task(self._membership(ready), name="membership")
+            await ready.wait()
+            deadline = time.monotonic() + self.cfg.settle_s
+            # the others' retained presence, or their start
+            while len(self.live | {self.id}) < self.expected and time.monotonic() < deadline:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+            log.info("worker %s: %d partitions, workers live: %s", self.id,
+                     self.cfg.partitions, ", ".join(sorted(self.live | {self.id})))
+            rebalance = asyncio.create_task(self._rebalance(stop), name="rebalance")
+            await stop.wait()
+            log.info("worker %s stopping: handing over %d partitions", self.id,
+                     len(self.held))
+            await rebalance
+            await asyncio.gather(*(self._release(p) for p in list(self.held)))
+            membership.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await membership
+            await self._leave()
+        finally:
+            await nc.close()
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        log.info("worker %s stopped", self.id)

@@ -1,0 +1,149 @@
+"""A cluster partition's intake: its messages, in order, from a JetStream stream.
+
+Devices publish MQTT to any node of the NATS cluster. The nodes' subject mapping
+(deploy/cluster/cluster.py) rewrites each observation and control topic into a subject
+that starts with its partition::
+
+    wardwatch/v1/obs/4A/12   ->  wardwatch.part.5.obs.4A.12
+
+and the stream ``WARDWATCH_IN`` (replicated on the nodes) keeps every such message for
+``[cluster] retention_s``. A partition's holder reads ``wardwatch.part.{p}.>`` with an
+ordered consumer from a stream sequence on. Nothing is acknowledged: the position is
+the holder's, committed with the partition's state (:mod:`monitor.cluster`), so the next
+holder starts exactly after the last message the committed state reflects, and reads
+every later one in the order the cluster received them.
+
+Memory stays bounded the same way as the MQTT intake's: ``slots`` messages at most wait
+for the processor; the consumer then waits, and the stream holds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from monitor.intake import RawMessage, Token
+from monitor.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STREAM = "WARDWATCH_IN"
+SUBJECTS = "wardwatch.part.>"
+
+
+def subject_topic(subject: str) -> str:
+    """``wardwatch.part.{p}.{kind}.{ward}.{bed}[.{client}]`` → the wire topic."""
+    parts = subject.split(".")
+    return "wardwatch/v1/" + "/".join(parts[3:])
+
+
+async def ensure_stream(js: Any, *, replicas: int, retention_s: float) -> None:
+    """Create the intake stream if it is not there yet (any worker may; the first does)."""
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    try:
+        await js.stream_info(STREAM)
+        return
+    except NotFoundError:
+        pass
+    config = StreamConfig(
+        name=STREAM, subjects=[SUBJECTS], retention=RetentionPolicy.LIMITS,
+        max_age=retention_s, storage=StorageType.FILE, num_replicas=replicas,
+        discard=DiscardPolicy.OLD,
+        description="wardwatch observations and control messages by partition")
+    with contextlib.suppress(BadRequestError):  # another worker made it meanwhile
+        await js.add_stream(config)
+
+
+class StreamIntake:
+    """Messages of one partition from sequence ``start`` on, into ``queue``."""
+
+    def __init__(self, js: Any, partition: int, start: int, *,
+                 queue: asyncio.Queue[RawMessage | None], clock: Callable[[], float],
+                 metrics: Metrics, slots: int = 10_000) -> None:
+        self.js = js
+        self.partition = partition
+        self.start_seq = start
+        self.queue = queue
+        self.clock = clock
+        self.metrics = metrics
+        self.subscribed = asyncio.Event()
+        self._slots = asyncio.Semaphore(slots)
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Any = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"intake:{self.partition}")
+
+    async def _run(self) -> None:
+        from nats.js.api import DeliverPolicy
+
+        subject = f"wardwatch.part.{self.partition}.>"
+        while not self._closing:
+            try:
+                if self.start_seq > 1:
+                    sub = await self.js.subscribe(
+                        subject, stream=STREAM, ordered_consumer=True,
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        config=_start_at(self.start_seq), pending_msgs_limit=20_000)
+                else:
+                    sub = await self.js.subscribe(subject, stream=STREAM, ordered_consumer=True,
+                                                  deliver_policy=DeliverPolicy.ALL,
+                                                  pending_msgs_limit=20_000)
+            except Exception as exc:  # the cluster is away: try again
+                log.warning("partition %d: cannot read %s (%s); retrying", self.partition,
+                            STREAM, exc)
+                await asyncio.sleep(1.0)
+                continue
+            self._sub = sub
+            log.info("partition %d: reading %s from sequence %d", self.partition, subject,
+                     max(1, self.start_seq))
+            self.subscribed.set()
+            try:
+                async for msg in sub.messages:
+                    await self._slots.acquire()
+                    if self._closing:
+                        return
+                    seq = msg.metadata.sequence.stream
+                    self.start_seq = seq + 1  # where a new consumer would go on
+                    self.queue.put_nowait((subject_topic(msg.subject), msg.data, self.clock(),
+                                           Token(seq, 1, 0)))
+            except Exception as exc:
+                if self._closing:
+                    return
+                log.warning("partition %d: consumer lost (%s); resuming at %d",
+                            self.partition, exc, self.start_seq)
+                self.subscribed.clear()
+                await asyncio.sleep(0.5)
+
+    def taken(self) -> None:
+        self._slots.release()
+
+    def ack(self, tokens: Any) -> None:
+        """Nothing to acknowledge: the position is committed with the state."""
+
+    def pause(self) -> None:
+        self._closing = True
+        self._slots.release()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._slots.release()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+
+def _start_at(seq: int) -> Any:
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq)
