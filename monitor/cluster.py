@@ -45,7 +45,7 @@ from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.intake import RawMessage
 from monitor.metrics import Metrics
-from monitor.mqtt import client_args
+from monitor.mqtt import all_client_args
 from monitor.partition import Fenced, materialize
 from monitor.streamintake import StreamIntake, ensure_stream
 
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 WORKERS_TOPIC = "wardwatch/v1/cluster/workers/"
 HEARTBEAT_S = 1.0  # how often a worker says again that it is online
+WORKER_TIMEOUT_S = 10.0  # a worker not heard from this long is gone
 
 
 def _weight(partition: int, worker: str) -> int:
@@ -178,7 +179,11 @@ class Worker:
         self.id = f"w{index}"
         self.expected = of
         self.store = Path(settings.store.dir).expanduser()
-        self.live: set[str] = set()
+        # the others, by when each last said it is online (monotonic); "offline" (its
+        # will, or a clean stop) removes one at once, silence after WORKER_TIMEOUT_S (its
+        # node went down with it, and the will with the node)
+        self._seen: dict[str, float] = {}
+        self._view: set[str] = set()
         self.held: dict[int, Held] = {}
         self._changed = asyncio.Event()
         self._releasing: set[int] = set()
@@ -200,27 +205,38 @@ class Worker:
         self.js: Any = None
 
     # -- membership ----------------------------------------------------------------
+    @property
+    def live(self) -> set[str]:
+        """The other workers seen online within WORKER_TIMEOUT_S."""
+        now = time.monotonic()
+        return {w for w, at in self._seen.items() if now - at < WORKER_TIMEOUT_S}
+
     async def _membership(self, ready: asyncio.Event) -> None:
         m = self.settings.mqtt
         me = WORKERS_TOPIC + self.id
-        args = client_args(m.url, identifier=f"ww-worker-{self.id}", keepalive=m.keepalive,
-                           **m.tls_files())
-        args["will"] = aiomqtt.Will(me, b"offline", qos=1, retain=True)
+        nodes = all_client_args(m.url, identifier=f"ww-worker-{self.id}",
+                                keepalive=m.keepalive, **m.tls_files())
+        attempt = 0
         while True:
+            args = nodes[attempt % len(nodes)]
+            attempt += 1
+            args["will"] = aiomqtt.Will(me, b"offline", qos=1, retain=True)
             beat: asyncio.Task[None] | None = None
             try:
                 async with aiomqtt.Client(**args) as client:
                     await client.subscribe(WORKERS_TOPIC + "+", qos=1)
                     await client.publish(me, b"online", qos=1, retain=True)
-                    # said again now and then: a retained message reaches a subscriber on
-                    # another node only once that node has it, which can take a moment
+                    # said again every HEARTBEAT_S: the others time a silent worker out,
+                    # and a retained message reaches a subscriber on another node only
+                    # once that node has it, which can take a moment
                     beat = asyncio.create_task(self._heartbeat(client, me))
                     ready.set()
                     async for msg in client.messages:
                         self._presence(str(msg.topic)[len(WORKERS_TOPIC):],
                                        bytes(msg.payload).strip() == b"online")
             except aiomqtt.MqttError as exc:
-                log.warning("cluster membership connection lost (%s); reconnecting", exc)
+                log.warning("cluster membership connection to %s:%s lost (%s); trying the "
+                            "next node", args["hostname"], args["port"], exc)
                 await asyncio.sleep(1.0)
             finally:
                 if beat is not None:
@@ -229,11 +245,19 @@ class Worker:
     def _presence(self, worker: str, online: bool) -> None:
         if worker == self.id:
             return  # itself: live while it runs (a will of its own, after a blip, is old)
-        before = set(self.live)
-        (self.live.add if online else self.live.discard)(worker)
-        if self.live != before:
-            log.info("workers live: %s", ", ".join(sorted(self.live | {self.id})))
-            self.m_live.set(len(self.live | {self.id}))
+        if online:
+            self._seen[worker] = time.monotonic()
+        else:
+            self._seen.pop(worker, None)
+        self._look()
+
+    def _look(self) -> None:
+        """Note a change of the live set (an arrival, a departure or a time-out)."""
+        view = self.live | {self.id}
+        if view != self._view:
+            self._view = view
+            log.info("workers live: %s", ", ".join(sorted(view)))
+            self.m_live.set(len(view))
             self._changed.set()
 
     @staticmethod
@@ -245,11 +269,13 @@ class Worker:
 
     async def _leave(self) -> None:
         m = self.settings.mqtt
-        args = client_args(m.url, identifier=f"ww-worker-{self.id}-bye",
-                           keepalive=m.keepalive, **m.tls_files())
-        with contextlib.suppress(aiomqtt.MqttError):
-            async with aiomqtt.Client(**args) as client:
-                await client.publish(WORKERS_TOPIC + self.id, b"offline", qos=1, retain=True)
+        for args in all_client_args(m.url, identifier=f"ww-worker-{self.id}-bye",
+                                    keepalive=m.keepalive, **m.tls_files()):
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with aiomqtt.Client(**args) as client:
+                    await client.publish(WORKERS_TOPIC + self.id, b"offline", qos=1,
+                                         retain=True)
+                return
 
     # -- partitions ----------------------------------------------------------------
     def mine(self) -> set[int]:
@@ -333,6 +359,7 @@ class Worker:
 
     async def _rebalance(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._look()
             mine = self.mine()
             for p in sorted(set(self.held) - mine - self._releasing):
                 asyncio.create_task(self._release(p), name=f"release:{p}")  # noqa: RUF006
@@ -344,7 +371,7 @@ class Worker:
             pending = mine - set(self.held)
             with contextlib.suppress(TimeoutError):
                 # waiting for a hand-over: look again soon; else on the next change
-                await asyncio.wait_for(self._changed.wait(), 0.5 if pending else 5.0)
+                await asyncio.wait_for(self._changed.wait(), 0.5 if pending else HEARTBEAT_S)
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

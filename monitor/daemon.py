@@ -29,7 +29,7 @@ from monitor.errors import ConfigError, SinkError
 from monitor.intake import Intake, RawMessage, Token
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
-from monitor.mqtt import client_args
+from monitor.mqtt import all_client_args, broker_urls
 from monitor.pipeline import Output, Processor
 from monitor.pseudonym import Pseudonymizer
 from monitor.ruleset import RuleSet
@@ -112,7 +112,7 @@ class Daemon:
         m = settings.mqtt
         self.intake: Any
         if lease is None:
-            self.intake = Intake(m.url, client_id=m.client_id,
+            self.intake = Intake(broker_urls(m.url)[0], client_id=m.client_id,
                                  subscriptions=[m.subscribe, *CONTROL_SUBSCRIPTIONS],
                                  queue=self.raw, clock=self.clock, metrics=self.metrics,
                                  tls_files=m.tls_files(), keepalive=m.keepalive,
@@ -131,7 +131,7 @@ class Daemon:
         )
         # Alarm events: written to the alarm store's outbox with their state change,
         # published from there by the relay over a connection of their own.
-        self.alerts = MqttPublisher(client_args(
+        self.alerts = MqttPublisher(all_client_args(
             settings.mqtt.url, identifier=f"{settings.mqtt.client_id}-pub",
             keepalive=settings.mqtt.keepalive, **settings.mqtt.tls_files(),
         ), max_in_flight=settings.mqtt.max_in_flight, name="alerts")
@@ -148,7 +148,7 @@ class Daemon:
         # connection, so a flood of bad input never delays an alarm.
         self.spool.adopt("mqtt", "deadletter")  # what an earlier version spooled
         self.deadletters = SpooledWriter(
-            MqttPublisher(client_args(
+            MqttPublisher(all_client_args(
                 settings.mqtt.url, identifier=f"{settings.mqtt.client_id}-dead",
                 keepalive=settings.mqtt.keepalive, **settings.mqtt.tls_files(),
             ), max_in_flight=settings.mqtt.max_in_flight, name="deadletter"),

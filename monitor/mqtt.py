@@ -21,6 +21,17 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
+def broker_urls(url: str) -> list[str]:
+    """``mqtt.url`` as a list: a cluster worker may name several nodes, comma-separated,
+    and its connections go to the next one when one fails."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+def all_client_args(url: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`client_args` for each node of a comma-separated ``url``."""
+    return [client_args(u, **kwargs) for u in broker_urls(url)]
+
+
 def client_args(url: str, *, identifier: str, clean_session: bool | None = None,
                 ca_file: str = "", cert_file: str = "", key_file: str = "",
                 keepalive: int = 30) -> dict[str, Any]:

@@ -180,12 +180,14 @@ class Cluster:
     def worker_config(self, index: int, *, checkpoint_s: float = 1.0,
                       extra: str = "") -> Path:
         """A worker's TOML: its own store, the cluster's brokers and key-value store."""
-        node = self.nodes[index % len(self.nodes)]
+        # its node first, then the others: its connections go to the next when one fails
+        first = index % len(self.nodes)
+        nodes = self.nodes[first:] + self.nodes[:first]
         path = self.root / f"worker{index}.toml"
         path.write_text(f"""# worker {index} of the loopback cluster
 log_level = "INFO"
 [mqtt]
-url = "{node.mqtt_url}"
+url = "{','.join(n.mqtt_url for n in nodes)}"
 [store]
 dir = "{self.root / f'worker{index}'}"
 [cluster]

@@ -21,13 +21,16 @@ class MqttPublisher:
 
     ``write`` returns only once the broker has acknowledged every QoS 1 message in the
     batch (PUBACK), so a batch that raised is spooled and re-sent as a whole: delivery
-    is at least once. The connection is opened on first use and after any failure.
+    is at least once. The connection is opened on first use and after any failure; with
+    several brokers (a cluster's nodes), after a failure to the next one.
     """
 
-    def __init__(self, client_args: dict[str, Any], *, max_in_flight: int = 100,
-                 timeout_s: float = 10.0, name: str = "mqtt") -> None:
+    def __init__(self, client_args: dict[str, Any] | Sequence[dict[str, Any]], *,
+                 max_in_flight: int = 100, timeout_s: float = 10.0, name: str = "mqtt",
+                 ) -> None:
         self.name = name
-        self._args = client_args
+        self._choices = [client_args] if isinstance(client_args, dict) else list(client_args)
+        self._next = 0
         self._client: aiomqtt.Client | None = None
         self._max_in_flight = max_in_flight
         self._sem = asyncio.Semaphore(max_in_flight)
@@ -35,7 +38,8 @@ class MqttPublisher:
 
     async def _connect(self) -> aiomqtt.Client:
         if self._client is None:
-            client = aiomqtt.Client(**self._args, timeout=self._timeout_s)
+            args = self._choices[self._next % len(self._choices)]
+            client = aiomqtt.Client(**args, timeout=self._timeout_s)
             # We bound in-flight publishes ourselves; aiomqtt warns above 10 by default.
             client.pending_calls_threshold = self._max_in_flight
             await client.__aenter__()
@@ -43,6 +47,7 @@ class MqttPublisher:
         return self._client
 
     async def _drop(self) -> None:
+        self._next += 1  # the next broker, if there are several
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
