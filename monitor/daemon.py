@@ -43,6 +43,8 @@ from monitor.wire import CONTROL_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 0.003  # a partition daemon's wait for a batch to fill (monitor.streamintake)
+
 
 class PartitionLease(Protocol):
     """A cluster worker's hold on one partition (monitor/cluster.py)."""
@@ -175,12 +177,17 @@ class Daemon:
         the broker once what they produced is durable."""
         batch_max = self.settings.ingest.batch_max
         taken = self.intake.taken
+        # A cluster partition's intake hands over one message per turn of the loop: wait
+        # a moment for more, or each message would be a batch of its own (~1 ms each)
+        linger = LINGER_S if self.lease is not None else 0.0
         while True:
             item = await self.raw.get()
             if item is None:
                 return
             taken()
             items = [item]
+            if linger and self.raw.qsize() < batch_max:
+                await asyncio.sleep(linger)
             last = False
             while len(items) < batch_max:
                 try:
