@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import time
@@ -398,6 +399,11 @@ class Worker:
                 bucket=self.cfg.bucket, history=1, replicas=self.cfg.replicas,
                 description="wardwatch partition states (monitor/cluster.py)"))
             await asyncio.to_thread(river.join)
+            # what start-up loaded (modules, compiled kernels) is never garbage: out of the
+            # collector's full passes, which otherwise walk it all and stall every partition
+            # (as the single daemon does: monitor.daemon)
+            gc.collect()
+            gc.freeze()
             ready = asyncio.Event()
             membership = asyncio.create_task(self._membership(ready), name="membership")
             await ready.wait()
