@@ -7,16 +7,17 @@ For each worker count, a fresh cluster (deploy/cluster/cluster.py: three NATS no
 12 partitions) and that many ``wardwatch run --worker-index K --worker-of N``; then:
 
 1. **Throughput.** Before any worker runs, a paho process publishes ``--messages`` HR
-   observations (200 beds, one per message, QoS 1) to node 1 as fast as it can: a backlog
+   observations (200 beds, one per message, QoS 1, over 20 connections) to node 1 as fast
+   as it can: a backlog
    in the intake stream. The baseline, in this process: a do-nothing JetStream consumer
    reading that backlog (what reading costs without any processing). Then the workers
    start and drain it; their summed ``wardwatch_ingest_observations_total{outcome=
    "accepted"}`` between 10% and 90% of the backlog gives messages/s (start-up left
    out). The ratio is wardwatch's rate over the reader's.
 2. **Publish→alarm** at ``--rate`` msg/s for ``--seconds``: benchmarks/e2e.py's paced
-   publisher (background HR, and every 50 ms an SBP sample that makes an immediate
-   high-priority alarm on a bed of its own, its ``t`` the publish time); latency is the
-   receipt of the alarm event (on node 1) minus that ``t``.
+   load over 20 connections (background HR, and every 50 ms an SBP sample that makes an
+   immediate high-priority alarm on a bed of its own, its ``t`` the publish time);
+   latency is the receipt of the alarm event (on node 1) minus that ``t``.
 
 Prints one line per worker count, with the workers' summed peak RSS.
 """
@@ -41,31 +42,85 @@ sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "deploy" / "
                 str(REPO / "benchmarks")]
 
 from cluster import Cluster  # noqa: E402
-from e2e import PACED, peak_rss_mb  # noqa: E402
+from e2e import peak_rss_mb  # noqa: E402
 from services import free_port  # noqa: E402
 
 PARTITIONS = 12
 
+# Devices: CONNS connections (a hospital's monitors each have their own; NATS handles
+# each connection's QoS 1 publishes one after another), beds split between them.
 BURST = r"""
-import sys, time, orjson, paho.mqtt.client as mqtt
-port, n = int(sys.argv[1]), int(sys.argv[2])
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="burst")
-c.max_inflight_messages_set(1000)
-c.max_queued_messages_set(0)
-c.connect("127.0.0.1", port)
-c.loop_start()
+import sys, threading, time, orjson, paho.mqtt.client as mqtt
+port, n, conns = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+clients = []
+for i in range(conns):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"burst-{i}")
+    c.max_inflight_messages_set(100)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    clients.append(c)
+time.sleep(1.0)
 infos = []
 start = time.time()
 for k in range(n):
+    bed = k % 200
     body = {"obs": [{"metric": "hr", "t": time.time(), "v": 60 + k % 29, "unit": "/min"}]}
-    infos.append(c.publish(f"wardwatch/v1/obs/B{k % 200 // 30}/{k % 200}",
-                           orjson.dumps(body), qos=1))
+    infos.append(clients[bed % conns].publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}",
+                                              orjson.dumps(body), qos=1))
 for i in infos:
-    i.wait_for_publish()
-print(start, time.time())
-c.loop_stop()
-c.disconnect()
+    i.wait_for_publish(300)
+print(start, time.time(), sum(not i.is_published() for i in infos))
+for c in clients:
+    c.loop_stop()
+    c.disconnect()
 """
+
+# Paced: background HR at RATE msg/s from 200 beds over CONNS connections for SECONDS, and
+# every 50 ms one alarming SBP sample on a fresh bed of ward "AL" (its own connection),
+# its t the publish time (as benchmarks/e2e.py's, with one connection per device group)
+PACED = r"""
+import sys, time, orjson, paho.mqtt.client as mqtt
+port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+conns = int(sys.argv[4])
+def client(name):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+    c.max_inflight_messages_set(100)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+devices = [client(f"paced-{i}") for i in range(conns)]
+alarmer = client("paced-alarms")
+time.sleep(1.0)
+tick, sent, alarms, k = 0.01, 0, 0, 0
+start = time.time()
+next_alarm = start + 0.5
+while True:
+    now = time.time()
+    if now - start >= seconds:
+        break
+    due = int((now - start) * rate) - sent
+    for _ in range(due):
+        bed = k % 200
+        body = {"obs": [{"metric": "hr", "t": now, "v": 60 + k % 29, "unit": "/min"}]}
+        devices[bed % conns].publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps(body),
+                                     qos=1)
+        k += 1
+    sent += max(due, 0)
+    if now >= next_alarm:
+        t = time.time()
+        body = {"obs": [{"metric": "sbp", "t": t, "v": 85, "unit": "mm[Hg]"}]}
+        alarmer.publish(f"wardwatch/v1/obs/AL/{alarms}", orjson.dumps(body), qos=1)
+        alarms += 1
+        next_alarm += 0.05
+    time.sleep(max(0.0, tick - (time.time() - now)))
+for c in [*devices, alarmer]:
+    c.loop_stop()
+    c.disconnect()
+print(sent, alarms, time.time() - start)
+"""
+CONNS = 20
 
 _ACCEPTED = re.compile(
     r'^wardwatch_ingest_observations_total\{[^}]*outcome="accepted"[^}]*\} (\S+)$', re.M)
@@ -143,10 +198,12 @@ async def run(workers: int, messages: int, rate: float, seconds: float) -> None:
         await make_stream(cluster)
         # 1. throughput: a backlog in the stream, then the workers drain it
         pub = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", BURST, str(mqtt_port), str(messages),
+            sys.executable, "-c", BURST, str(mqtt_port), str(messages), str(CONNS),
             stdout=asyncio.subprocess.PIPE)
         out, _ = await pub.communicate()
-        started, published = map(float, out.decode().split())
+        started, published, unacked = map(float, out.decode().split())
+        if unacked:
+            raise SystemExit(f"{unacked:.0f} publishes not acknowledged in 300 s")
         base = await baseline(cluster, messages)
         ports = [free_port() for _ in range(workers)]
         procs = [cluster.start_worker(k, workers, metrics_port=ports[k]) for k in range(workers)]
@@ -178,7 +235,7 @@ async def run(workers: int, messages: int, rate: float, seconds: float) -> None:
 
             task = asyncio.create_task(collect())
             paced = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", PACED, str(mqtt_port), str(rate), str(seconds), "0",
+                sys.executable, "-c", PACED, str(mqtt_port), str(rate), str(seconds), str(CONNS),
                 stdout=asyncio.subprocess.PIPE)
             out, _ = await paced.communicate()
             _sent, alarms, _took = out.decode().split()
