@@ -213,9 +213,13 @@ def _extra_for(library: str) -> str | None:
         requires = importlib.metadata.requires("wardwatch") or []
     except importlib.metadata.PackageNotFoundError:
         return None
+    # the distributions that bring a module ("nats" comes with nats-py), where known
+    names = {d.lower().replace("-", "_")
+             for d in importlib.metadata.packages_distributions().get(library, [])}
+    names.add(library.lower())
     for req in requires:
         m = re.match(r"([A-Za-z0-9_.-]+).*;\s*extra\s*==\s*['\"](\w+)['\"]", req)
-        if m and m[1].lower().replace("-", "_") == library.lower() and m[2] != "dev":
+        if m and m[1].lower().replace("-", "_") in names and m[2] != "dev":
             return m[2]
     return None
 

@@ -6,10 +6,12 @@ hash of (ward, bed). A replicated JetStream stream keeps them; a partition's hol
 them in order from a position (:mod:`monitor.streamintake`).
 
 **Who holds what.** Workers announce themselves with a retained ``online`` on
-``wardwatch/v1/cluster/workers/{id}`` and a last will ``offline`` (a killed worker's
-connection drops and the broker publishes its will at once). Every worker computes the
-same assignment from the same live set (:func:`assignment`: rendezvous hashing with
-bounded loads, so a worker joining or leaving moves few partitions besides its own).
+``wardwatch/v1/cluster/workers/{id}``, said again every second, and a last will
+``offline`` (a killed worker's connection drops and the broker publishes its will at
+once); one not heard from for WORKER_TIMEOUT_S is gone too (its will dies with its
+node). Every worker computes the same assignment from the same live set
+(:func:`assignment`: rendezvous hashing with bounded loads, so a worker joining or
+leaving moves few partitions besides its own).
 
 **State and fencing.** Each partition's state (:mod:`monitor.partition`) is one entry
 ``p{p}`` of a JetStream key-value bucket, replicated on the nodes, with its holder and an
