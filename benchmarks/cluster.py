@@ -42,7 +42,7 @@ sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "deploy" / "
                 str(REPO / "benchmarks")]
 
 from cluster import Cluster  # noqa: E402
-from e2e import peak_rss_mb  # noqa: E402
+from e2e import PACED, peak_rss_mb  # noqa: E402
 from services import free_port  # noqa: E402
 
 PARTITIONS = 12
@@ -76,50 +76,6 @@ for c in clients:
     c.disconnect()
 """
 
-# Paced: background HR at RATE msg/s from 200 beds over CONNS connections for SECONDS, and
-# every 50 ms one alarming SBP sample on a fresh bed of ward "AL" (its own connection),
-# its t the publish time (as benchmarks/e2e.py's, with one connection per device group)
-PACED = r"""
-import sys, time, orjson, paho.mqtt.client as mqtt
-port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-conns = int(sys.argv[4])
-def client(name):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
-    c.max_inflight_messages_set(100)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    return c
-devices = [client(f"paced-{i}") for i in range(conns)]
-alarmer = client("paced-alarms")
-time.sleep(1.0)
-tick, sent, alarms, k = 0.01, 0, 0, 0
-start = time.time()
-next_alarm = start + 0.5
-while True:
-    now = time.time()
-    if now - start >= seconds:
-        break
-    due = int((now - start) * rate) - sent
-    for _ in range(due):
-        bed = k % 200
-        body = {"obs": [{"metric": "hr", "t": now, "v": 60 + k % 29, "unit": "/min"}]}
-        devices[bed % conns].publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps(body),
-                                     qos=1)
-        k += 1
-    sent += max(due, 0)
-    if now >= next_alarm:
-        t = time.time()
-        body = {"obs": [{"metric": "sbp", "t": t, "v": 85, "unit": "mm[Hg]"}]}
-        alarmer.publish(f"wardwatch/v1/obs/AL/{alarms}", orjson.dumps(body), qos=1)
-        alarms += 1
-        next_alarm += 0.05
-    time.sleep(max(0.0, tick - (time.time() - now)))
-for c in [*devices, alarmer]:
-    c.loop_stop()
-    c.disconnect()
-print(sent, alarms, time.time() - start)
-"""
 CONNS = 20
 
 _ACCEPTED = re.compile(
@@ -235,7 +191,8 @@ async def run(workers: int, messages: int, rate: float, seconds: float) -> None:
 
             task = asyncio.create_task(collect())
             paced = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", PACED, str(mqtt_port), str(rate), str(seconds), str(CONNS),
+                sys.executable, "-c", PACED, str(mqtt_port), str(rate), str(seconds), "0",
+                str(CONNS),
                 stdout=asyncio.subprocess.PIPE)
             out, _ = await paced.communicate()
             _sent, alarms, _took = out.decode().split()

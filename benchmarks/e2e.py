@@ -45,11 +45,18 @@ PACED = r"""
 import sys, time, orjson, paho.mqtt.client as mqtt
 port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 bad_every = int(sys.argv[4])  # every Nth background observation implausible (0: none)
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-pub")
-c.max_inflight_messages_set(1000)
-c.max_queued_messages_set(0)
-c.connect("127.0.0.1", port)
-c.loop_start()
+conns = int(sys.argv[5]) if len(sys.argv) > 5 else 1  # the beds spread over connections
+clients = []
+for i in range(conns):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                    client_id="e2e-pub" if i == 0 else f"e2e-pub-{i}")
+    c.max_inflight_messages_set(1000 if conns == 1 else 100)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    clients.append(c)
+if conns > 1:
+    time.sleep(1.0)  # every connection up before the clock starts
 tick, sent, alarms, k = 0.01, 0, 0, 0
 start = time.time()
 next_alarm = start + 0.5
@@ -62,18 +69,20 @@ while True:
         bed = k % 200
         v = 999 if bad_every and k % bad_every == 0 else 60 + k % 29
         body = {"obs": [{"metric": "hr", "t": now, "v": v, "unit": "/min"}]}
-        c.publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps(body), qos=1)
+        clients[bed % conns].publish(f"wardwatch/v1/obs/B{bed // 30}/{bed}",
+                                     orjson.dumps(body), qos=1)
         k += 1
     sent += max(due, 0)
     if now >= next_alarm:
         t = time.time()
         body = {"obs": [{"metric": "sbp", "t": t, "v": 85, "unit": "mm[Hg]"}]}
-        c.publish(f"wardwatch/v1/obs/AL/{alarms}", orjson.dumps(body), qos=1)
+        clients[0].publish(f"wardwatch/v1/obs/AL/{alarms}", orjson.dumps(body), qos=1)
         alarms += 1
         next_alarm += 0.05
     time.sleep(max(0.0, tick - (time.time() - now)))
-c.loop_stop()
-c.disconnect()
+for c in clients:
+    c.loop_stop()
+    c.disconnect()
 print(sent, alarms, time.time() - start)
 """
 

@@ -40,7 +40,7 @@ from edge.presence import Presence
 from edge.spool import Spool
 from monitor.config import Settings
 from monitor.errors import ConfigError, SpoolError
-from monitor.mqtt import paho_client, redacted
+from monitor.mqtt import all_client_args, broker_urls, paho_client, redacted
 from monitor.pseudonym import Pseudonymizer
 from monitor.systemd import Notifier
 from monitor.vitals import METRIC_IDS
@@ -131,13 +131,19 @@ class Bridge:
     # -- the broker side ---------------------------------------------------------------
     def _start_mqtt(self) -> None:
         m = self.settings.mqtt
-        client, host, port = paho_client(m.url, client_id=self.settings.bridge.client_id,
+        urls = broker_urls(m.url)
+        client, host, port = paho_client(urls[0], client_id=self.settings.bridge.client_id,
                                          clean_session=True, **m.tls_files())
+        # a cluster's nodes (comma-separated): after a lost connection, the next one
+        self._nodes = [(str(a["hostname"]), int(a["port"])) for a in all_client_args(
+            m.url, identifier="-", **m.tls_files())]
+        self._node = 0
         client.max_inflight_messages_set(self.settings.bridge.window)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(1, 10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._next_node
         client.on_publish = self._on_publish
         client.connect_async(host, port, keepalive=m.keepalive)
         client.loop_start()
@@ -159,6 +165,15 @@ class Bridge:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self._call(self._set_connected, False)
+        self._next_node(client)
+
+    def _next_node(self, client: paho.Client, *_: Any) -> None:
+        """After a lost connection or a failed attempt: a cluster's next node (paho
+        reconnects to the host set here), so a dead node is not tried forever."""
+        if len(self._nodes) > 1:
+            self._node = (self._node + 1) % len(self._nodes)
+            host, port = self._nodes[self._node]
+            client.connect_async(host, port, keepalive=self.settings.mqtt.keepalive)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any,
                     props: Any = None) -> None:

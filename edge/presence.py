@@ -21,7 +21,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from monitor.config import TlsFiles
-from monitor.mqtt import client_args
+from monitor.mqtt import all_client_args
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,14 @@ class Presence:
 
     async def _hold(self, ward: str, bed: str) -> None:
         topic = STATUS.format(ward=ward, bed=bed)
-        args = client_args(self.url, identifier=f"{self.client_id}-{ward}-{bed}",
-                           **self.tls_files)
+        nodes = all_client_args(self.url, identifier=f"{self.client_id}-{ward}-{bed}",
+                                **self.tls_files)
         will = aiomqtt.Will(topic, b"offline", qos=1, retain=True)
         online = False
+        attempt = 0
         while not self._stopping:
+            args = nodes[attempt % len(nodes)]  # a cluster's nodes: the next after a failure
+            attempt += 1
             try:
                 async with aiomqtt.Client(**args, will=will) as client:
                     await client.publish(topic, b"online", qos=1, retain=True)

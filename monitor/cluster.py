@@ -40,16 +40,16 @@ from typing import Any
 
 import aiomqtt
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.intake import RawMessage
-from monitor.metrics import Metrics
+from monitor.metrics import Metrics, serve, stop_serving
 from monitor.mqtt import all_client_args
-from monitor.partition import Fenced, materialize
+from monitor.partition import Fenced, PartitionStateError, materialize
 from monitor.streamintake import StreamIntake, ensure_stream
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,9 @@ class Worker:
                             "Partitions this worker holds", registry=self.registry)
         self.m_live = Gauge("wardwatch_cluster_workers_live",
                             "Workers this one sees live", registry=self.registry)
+        configured = Gauge("wardwatch_cluster_partitions_configured",
+                           "[cluster] partitions", registry=self.registry)
+        configured.set(cl.partitions)
         self.m_taken = Counter("wardwatch_cluster_takeovers",
                                "Partitions taken (at start, after a loss or a rebalance)",
                                registry=self.registry)
@@ -204,6 +207,9 @@ class Worker:
         self.m_fenced = Counter("wardwatch_cluster_fenced",
                                 "Partitions lost to another worker's claim",
                                 registry=self.registry)
+        self.m_errors = Counter("wardwatch_cluster_partition_errors",
+                                "Partitions that could not be started, or started without "
+                                "their state", registry=self.registry)
         self.kv: Any = None
         self.js: Any = None
 
@@ -287,7 +293,7 @@ class Worker:
 
     async def _acquire(self, p: int) -> bool:
         """Take partition ``p`` if nobody live holds it; False: not now."""
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+        from nats.js.errors import KeyNotFoundError
 
         from monitor.daemon import Daemon
 
@@ -308,11 +314,17 @@ class Worker:
                 rev = await self.kv.update(
                     key, msgspec.msgpack.encode(Entry(self.id, epoch, state, position)),
                     last=got.revision)
-        except (KeyWrongLastSequenceError, Exception) as exc:  # raced, or the store is away
+        except Exception as exc:  # raced (KeyWrongLastSequenceError), or the store is away
             log.info("partition %d not taken now: %s", p, exc)
             return False
         store = self.store / f"p{p}-e{epoch}"
-        counts = materialize(state, store) if state else {}
+        counts: dict[str, int] = {}
+        try:
+            counts = materialize(state, store) if state else {}
+        except PartitionStateError as exc:  # watched afresh rather than not at all
+            log.error("partition %d: its committed state cannot be used (%s): its beds' "
+                      "models start afresh", p, exc)
+            self.m_errors.inc()
         lease = Lease(self.kv, self.js, p, self.id, epoch, rev, state, position,
                       self.cfg.checkpoint_s)
         s = self.settings
@@ -369,7 +381,11 @@ class Worker:
             for p in sorted(mine - set(self.held)):
                 if stop.is_set():
                     break
-                await self._acquire(p)
+                try:
+                    await self._acquire(p)
+                except Exception:  # a bug, or a store that cannot be written: again soon
+                    log.exception("partition %d could not be started; trying again", p)
+                    self.m_errors.inc()
             self._changed.clear()
             pending = mine - set(self.held)
             with contextlib.suppress(TimeoutError):
@@ -384,12 +400,7 @@ class Worker:
         from monitor.scoring.multivariate import preload as preload_river
 
         ms = self.settings.metrics
-        server = None
-        if ms.port:
-            try:
-                server, _ = start_http_server(ms.port, ms.host, registry=self.registry)
-            except OSError as exc:
-                raise ConfigError(f"cannot serve /metrics on {ms.host}:{ms.port}: {exc}") from exc
+        server = serve(ms.host, ms.port, self.registry)
         river = preload_river()
         nc = await nats.connect(servers=[u.strip() for u in self.cfg.nats.split(",")],
                                 name=f"wardwatch-{self.id}", max_reconnect_attempts=-1)
@@ -429,7 +440,5 @@ class Worker:
             await self._leave()
         finally:
             await nc.close()
-            if server is not None:
-                server.shutdown()
-                server.server_close()
+            stop_serving(server)
         log.info("worker %s stopped", self.id)

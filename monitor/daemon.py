@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from monitor.alarmstore import AlarmStore
 from monitor.checkpoint import Checkpointer, ModelStore
@@ -28,7 +28,7 @@ from monitor.config import Settings
 from monitor.errors import ConfigError, SinkError
 from monitor.intake import Intake, RawMessage, Token
 from monitor.lifecycle import AlarmEngine
-from monitor.metrics import Metrics
+from monitor.metrics import Metrics, serve, stop_serving
 from monitor.mqtt import all_client_args, broker_urls
 from monitor.pipeline import Output, Processor
 from monitor.pseudonym import Pseudonymizer
@@ -375,13 +375,8 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in order without losing data."""
         ms = self.settings.metrics
-        server = None
-        if ms.port:
-            try:
-                server, _thread = start_http_server(ms.port, ms.host, registry=self.registry)
-            except OSError as exc:
-                raise ConfigError(f"cannot serve /metrics on {ms.host}:{ms.port}: {exc}") from exc
-            self.metrics_port = ms.port
+        server = serve(ms.host, ms.port, self.registry)
+        self.metrics_port = ms.port or None
         started = time.perf_counter()
         river = preload_river()  # the per-bed detector's library, while the kernels load
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
@@ -446,9 +441,7 @@ class Daemon:
                     await self.intake.aclose()
             if runner is not None:
                 await runner.cleanup()
-            if server is not None:
-                server.shutdown()
-                server.server_close()
+            stop_serving(server)
             self.spool.close()
             if self.models is not None:
                 self.models.close()

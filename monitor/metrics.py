@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitor.errors import ConfigError
 from monitor.wire import REASONS
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -204,3 +206,20 @@ class Metrics:
         self.lag = BulkHistogram()
         self.views = LiveViews()
         registry.register(PipelineCollector(self.views, self.lag))
+
+
+def serve(host: str, port: int, registry: CollectorRegistry) -> WSGIServer | None:
+    """``/metrics`` of ``registry`` on ``host:port`` in a thread (port 0: none)."""
+    if not port:
+        return None
+    try:
+        server, _thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve /metrics on {host}:{port}: {exc}") from exc
+    return server
+
+
+def stop_serving(server: WSGIServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()

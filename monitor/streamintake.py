@@ -31,6 +31,7 @@ from monitor.metrics import Metrics
 log = logging.getLogger(__name__)
 
 STREAM = "WARDWATCH_IN"
+IDLE_CHECK_S = 5.0  # a partition quiet this long: is its consumer still there?
 SUBJECTS = "wardwatch.part.>"
 
 
@@ -105,21 +106,35 @@ class StreamIntake:
                      max(1, self.start_seq))
             self.subscribed.set()
             try:
-                async for msg in sub.messages:
-                    await self._slots.acquire()
-                    if self._closing:
-                        return
-                    seq = msg.metadata.sequence.stream
-                    self.start_seq = seq + 1  # where a new consumer would go on
-                    self.queue.put_nowait((subject_topic(msg.subject), msg.data, self.clock(),
-                                           Token(seq, 1, 0)))
+                await self._read(sub)
             except Exception as exc:
                 if self._closing:
                     return
                 log.warning("partition %d: consumer lost (%s); resuming at %d",
                             self.partition, exc, self.start_seq)
-                self.subscribed.clear()
-                await asyncio.sleep(0.5)
+            self.subscribed.clear()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            await asyncio.sleep(0.5)
+
+    async def _read(self, sub: Any) -> None:
+        """Hand over messages until the consumer is gone (its node lost: the client is not
+        told, the messages just stop) or the intake closes."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while not self._closing:
+            try:
+                msg = await sub.next_msg(timeout=IDLE_CHECK_S)
+            except NatsTimeout:
+                await sub.consumer_info()  # raises when the consumer no longer exists
+                continue
+            await self._slots.acquire()
+            if self._closing:
+                return
+            seq = msg.metadata.sequence.stream
+            self.start_seq = seq + 1  # where a new consumer would go on
+            self.queue.put_nowait((subject_topic(msg.subject), msg.data, self.clock(),
+                                   Token(seq, 1, 0)))
 
     def taken(self) -> None:
         self._slots.release()

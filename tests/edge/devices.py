@@ -39,8 +39,9 @@ Row = tuple[str, str, str, dt.datetime]  # OBX-3, OBX-5, OBX-6, OBX-14
 def dtm(moment: dt.datetime) -> str:
     """HL7 DTM with the moment's own offset (naive: none)."""
     text = moment.strftime("%Y%m%d%H%M%S")
-    if moment.microsecond:
-        text += "." + f"{moment.microsecond:06d}"[:4].rstrip("0")
+    frac = f"{moment.microsecond:06d}"[:4].rstrip("0")  # HL7: at most 4 digits
+    if frac:  # (under 100 µs: none, not a bare ".")
+        text += "." + frac
     if moment.tzinfo is not None:
         text += moment.strftime("%z")
     return text
