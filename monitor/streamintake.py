@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -118,23 +119,38 @@ class StreamIntake:
             await asyncio.sleep(0.5)
 
     async def _read(self, sub: Any) -> None:
-        """Hand over messages until the consumer is gone (its node lost: the client is not
-        told, the messages just stop) or the intake closes."""
-        from nats.errors import TimeoutError as NatsTimeout
+        """Hand over messages until the consumer is gone or the intake closes. A consumer
+        lost with its node is not reported to the client (the messages just stop): after
+        IDLE_CHECK_S without one, the server is asked whether it still exists."""
+        heard = time.monotonic()
 
-        while not self._closing:
-            try:
-                msg = await sub.next_msg(timeout=IDLE_CHECK_S)
-            except NatsTimeout:
-                await sub.consumer_info()  # raises when the consumer no longer exists
-                continue
-            await self._slots.acquire()
-            if self._closing:
-                return
-            seq = msg.metadata.sequence.stream
-            self.start_seq = seq + 1  # where a new consumer would go on
-            self.queue.put_nowait((subject_topic(msg.subject), msg.data, self.clock(),
-                                   Token(seq, 1, 0)))
+        async def pump() -> None:
+            nonlocal heard
+            async for msg in sub.messages:
+                heard = time.monotonic()
+                await self._slots.acquire()
+                if self._closing:
+                    return
+                seq = msg.metadata.sequence.stream
+                self.start_seq = seq + 1  # where a new consumer would go on
+                self.queue.put_nowait((subject_topic(msg.subject), msg.data, self.clock(),
+                                       Token(seq, 1, 0)))
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(IDLE_CHECK_S)
+                if time.monotonic() - heard >= IDLE_CHECK_S:
+                    await sub.consumer_info()  # raises when the consumer no longer exists
+
+        tasks = {asyncio.create_task(pump()), asyncio.create_task(watch())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the consumer's end, as an exception
 
     def taken(self) -> None:
         self._slots.release()
