@@ -20,6 +20,10 @@ For each worker count, a fresh cluster (deploy/cluster/cluster.py: three NATS no
    latency is the receipt of the alarm event (on node 1) minus that ``t``.
 
 Prints one line per worker count, with the workers' summed peak RSS.
+
+``--leader-loss`` instead: a device publishes 3,000 MQTT QoS 1 messages to a node that
+does not lead the intake stream, the leader is SIGKILLed after 1,000, and the script
+prints how many were acknowledged and how many are in the stream.
 """
 
 from __future__ import annotations
@@ -210,13 +214,80 @@ async def run(workers: int, messages: int, rate: float, seconds: float) -> None:
               flush=True)
 
 
+LEADER_LOSS = r"""
+import sys, threading, time, paho.mqtt.client as mqtt
+port, n, kill_at = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="leader-loss")
+up = threading.Event()
+c.on_connect = lambda *_: up.set()
+c.max_inflight_messages_set(100)
+c.connect("127.0.0.1", port)
+c.loop_start()
+up.wait(30)
+infos = []
+for k in range(n):
+    infos.append(c.publish(f"wardwatch/v1/obs/LL/{k % 24}", b"{}", qos=1))
+    if k == kill_at:
+        print("kill", flush=True)
+        sys.stdin.readline()  # killed
+    time.sleep(0.002)
+for i in infos:
+    i.wait_for_publish(120)
+print(sum(i.is_published() for i in infos), flush=True)
+"""
+
+
+async def leader_loss(messages: int) -> None:
+    """Devices publish MQTT QoS 1 to a node that does not lead the intake stream; the
+    leader is SIGKILLed a third of the way: how many PUBACKed messages reach the stream."""
+    import nats
+
+    from monitor.config import ClusterSettings
+    from monitor.streamintake import STREAM
+
+    with tempfile.TemporaryDirectory() as root, Cluster(Path(root),
+                                                        partitions=PARTITIONS) as cluster:
+        cluster.start(3)
+        await make_stream(cluster)
+        nc = await nats.connect(servers=cluster.nats_urls)
+        js = nc.jetstream()
+        leader = (await js.stream_info(STREAM)).cluster.leader
+        await nc.close()
+        victim = next(n for n in cluster.nodes if n.name == leader)
+        device = next(n for n in cluster.nodes if n.name != leader)
+        pub = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LEADER_LOSS, str(device.mqtt), str(messages),
+            str(messages // 3), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert pub.stdout is not None and pub.stdin is not None
+        await pub.stdout.readline()
+        cluster.kill_node(victim)
+        pub.stdin.write(b"\n")
+        await pub.stdin.drain()
+        acked = int((await pub.stdout.readline()).decode())
+        await pub.wait()
+        await asyncio.sleep(5.0)
+        nc = await nats.connect(servers=[n.nats_url for n in cluster.nodes if n is not victim])
+        info = await nc.jetstream().stream_info(STREAM)
+        await nc.close()
+        print(f"stream leader {leader} SIGKILLed after {messages // 3:,} of {messages:,} "
+              f"QoS 1 publishes to {device.name}: {acked:,} acknowledged (PUBACK), "
+              f"{info.state.messages:,} in the stream (replicas "
+              f"{ClusterSettings().replicas}); new leader {info.cluster.leader}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--messages", type=int, default=40_000)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--leader-loss", action="store_true",
+                    help="only: SIGKILL the intake stream's leader under MQTT publishes and "
+                         "count what reached the stream")
     args = ap.parse_args()
+    if args.leader_loss:
+        await leader_loss(3000)
+        return
     for n in args.workers:
         await run(n, args.messages, args.rate, args.seconds)
 

@@ -17,12 +17,14 @@ leaving moves few partitions besides its own).
 ``p{p}`` of a JetStream key-value bucket, replicated on the nodes, with its holder and an
 epoch, and the stream position the state reflects. Every write is a compare-and-set on
 the entry's revision. A worker takes a partition only when the entry names no holder
-(released cleanly) or a holder that is not live; its first write (the claim) makes any
-write of the previous holder fail, and that holder then lets the partition go (it is
-fenced). The next holder restores the committed state and reads from just after its
-position, so every message is applied once and in order. A sample at or before a
-stream's last one is an old one (see :mod:`monitor.checkpoint`), so a message processed
-after the last commit and read again by the next holder is not applied twice.
+(released cleanly), or a holder that is not live and whose entry has not changed for
+LEASE_S (a holder commits every ``checkpoint_s``: a live one whose presence is late keeps
+its partitions); its first write (the claim) makes any write of the previous holder fail,
+and that holder then lets the partition go (it is fenced). The next holder restores the
+committed state and reads from just after its position, so every message is applied
+once and in order. A sample at or before a stream's last one is an old one (see
+:mod:`monitor.checkpoint`), so a message processed after the last commit and read again
+by the next holder is not applied twice.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 WORKERS_TOPIC = "wardwatch/v1/cluster/workers/"
 HEARTBEAT_S = 1.0  # how often a worker says again that it is online
 WORKER_TIMEOUT_S = 10.0  # a worker not heard from this long is gone
+LEASE_S = 10.0  # ... and a partition it held, unchanged this long, may be taken
 
 
 def _weight(partition: int, worker: str) -> int:
@@ -212,6 +215,9 @@ class Worker:
                                 "their state", registry=self.registry)
         self.kv: Any = None
         self.js: Any = None
+        # a partition held by a worker not live: its entry's revision, and since when
+        self._revisions: dict[int, tuple[int, float]] = {}
+        self.lease_s = max(LEASE_S, 5 * cl.checkpoint_s)
 
     # -- membership ----------------------------------------------------------------
     @property
@@ -299,17 +305,18 @@ class Worker:
 
         key = f"p{p}"
         try:
-            got = await self.kv.get(key)
-        except KeyNotFoundError:
-            got = None
-        try:
+            try:
+                got = await self.kv.get(key)
+            except KeyNotFoundError:
+                got = None
             if got is None or not got.value:
                 epoch, state, position = 1, None, 0
                 rev = await self.kv.create(key, msgspec.msgpack.encode(Entry(self.id, 1, None)))
             else:
                 entry = msgspec.msgpack.decode(got.value, type=Entry)
-                if entry.holder not in (None, self.id) and entry.holder in self.live:
-                    return False  # still held: it is being handed over
+                if entry.holder not in (None, self.id) and not self._lapsed(p, entry.holder,
+                                                                            got.revision):
+                    return False  # still held: being handed over, or its holder commits
                 epoch, state, position = entry.epoch + 1, entry.state, entry.position
                 rev = await self.kv.update(
                     key, msgspec.msgpack.encode(Entry(self.id, epoch, state, position)),
@@ -317,6 +324,7 @@ class Worker:
         except Exception as exc:  # raced (KeyWrongLastSequenceError), or the store is away
             log.info("partition %d not taken now: %s", p, exc)
             return False
+        self._revisions.pop(p, None)
         store = self.store / f"p{p}-e{epoch}"
         counts: dict[str, int] = {}
         try:
@@ -345,6 +353,21 @@ class Worker:
         log.info("partition %d taken (epoch %d, from position %d; restored %s)", p, epoch,
                  position, counts or "nothing")
         return True
+
+    def _lapsed(self, p: int, holder: str, revision: int) -> bool:
+        """Whether ``holder`` has let partition ``p`` lapse: it is not live, and the
+        partition's entry has not changed for ``lease_s`` (a live holder commits every
+        ``checkpoint_s``). Both, so that a worker whose presence is late (its broker node
+        lost, an election under way) keeps what it is still committing."""
+        if holder in self.live:
+            self._revisions.pop(p, None)
+            return False
+        now = time.monotonic()
+        seen, since = self._revisions.get(p, (None, now))
+        if seen != revision:
+            self._revisions[p] = (revision, now)
+            return False
+        return now - since >= self.lease_s
 
     async def _run_partition(self, p: int, daemon: Any, stop: asyncio.Event) -> None:
         try:
