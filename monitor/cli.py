@@ -234,6 +234,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _users(args)
     if args.command == "alarms":
         return _alarms(args)
+    if getattr(args, "worker_of", None) is not None and args.worker_index is None:
+        print("wardwatch run: --worker-of needs --worker-index", file=sys.stderr)
+        return 2
     try:
         settings = load(args.config, overrides=_overrides(args))
     except WardwatchError as exc:

@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.intake import RawMessage
 from monitor.metrics import Metrics, serve, stop_serving
-from monitor.mqtt import all_client_args
+from monitor.mqtt import all_client_args, broker_urls
 from monitor.partition import Fenced, PartitionStateError, materialize
 from monitor.streamintake import StreamIntake, ensure_stream
 
@@ -111,7 +111,6 @@ class Lease:
     state: bytes | None
     position: int
     every_s: float
-    commits: int = 0
 
     @property
     def key(self) -> str:
@@ -136,17 +135,13 @@ class Lease:
                                                  last=self.revision)
         except KeyWrongLastSequenceError as exc:
             raise Fenced(f"partition {self.partition} was taken over") from exc
-        self.commits += 1
 
 
 @dataclass
 class Held:
-    lease: Lease
     daemon: Any  # monitor.daemon.Daemon
-    registry: CollectorRegistry
     stop: asyncio.Event
     task: asyncio.Task[None]
-    since: float = field(default_factory=time.monotonic)
 
 
 class _PartitionMetrics(Collector):
@@ -158,7 +153,7 @@ class _PartitionMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
         for p, held in sorted(self.worker.held.items()):
-            for fam in held.registry.collect():
+            for fam in held.daemon.registry.collect():
                 out = merged.get(fam.name)
                 if out is None:
                     out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type,
@@ -338,16 +333,12 @@ class Worker:
         s = self.settings
         settings = replace(
             s, mqtt=replace(s.mqtt, client_id=f"ww-part-{p}"),
-            store=replace(s.store, dir=str(store), checkpoint_s=max(s.store.checkpoint_s, 1.0)),
-            http=replace(s.http, port=0), metrics=replace(s.metrics, port=0))
-        registry = CollectorRegistry()
-        daemon = Daemon(settings, registry=registry, lease=lease)
-        # restored streams count as heard from now: one that never speaks again goes stale
-        n = len(daemon.processor.streams)
-        daemon.processor.streams.wall_seen[:n] = daemon.clock()
+            store=replace(s.store, dir=str(store)), http=replace(s.http, port=0),
+            metrics=replace(s.metrics, port=0))
+        daemon = Daemon(settings, registry=CollectorRegistry(), lease=lease)
         stop = asyncio.Event()
         task = asyncio.create_task(self._run_partition(p, daemon, stop), name=f"partition:{p}")
-        self.held[p] = Held(lease, daemon, registry, stop, task)
+        self.held[p] = Held(daemon, stop, task)
         self.m_held.set(len(self.held))
         self.m_taken.inc()
         log.info("partition %d taken (epoch %d, from position %d; restored %s)", p, epoch,
@@ -425,7 +416,7 @@ class Worker:
         ms = self.settings.metrics
         server = serve(ms.host, ms.port, self.registry)
         river = preload_river()
-        nc = await nats.connect(servers=[u.strip() for u in self.cfg.nats.split(",")],
+        nc = await nats.connect(servers=broker_urls(self.cfg.nats),
                                 name=f"wardwatch-{self.id}", max_reconnect_attempts=-1)
         try:
             js = self.js = nc.jetstream()

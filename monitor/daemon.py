@@ -96,9 +96,11 @@ class Daemon:
                                    trusted_clients=settings.acks.trusted_clients,
                                    pseudonym=pseudonym)
         # the models' state: restored now, written every checkpoint_s and at a clean stop
+        # (a cluster partition's: restored from the state its worker wrote there, and
+        # committed by the partition's Committer instead)
         self.models: ModelStore | None = None
         self.checkpointer = Checkpointer(self.processor.streams, self._model_blobs)
-        if settings.store.checkpoint_s > 0:
+        if settings.store.checkpoint_s > 0 or lease is not None:
             self.models = ModelStore(store / "models.db")
             n = self.models.restore(self.processor.streams, self.checkpointer)
             beds = self.models.blob("beds")
@@ -106,12 +108,18 @@ class Daemon:
                 self.processor.beds.restore(beds)
             if n:
                 log.info("models of %d streams restored from %s", n, self.models.path)
+            # restored streams count as heard from now: one whose device never speaks
+            # again goes stale after its limit, instead of never being judged stale
+            self.processor.streams.wall_seen[:len(self.processor.streams)] = self.clock()
         self._next_checkpoint = time.monotonic() + settings.store.checkpoint_s
         self.accounts = Accounts(store / "station.db", idle_s=settings.http.session_idle_s,
                                  max_s=settings.http.session_max_s)
         # the intake's slots bound this queue: a full queue stops paho reading the socket
         self.raw: asyncio.Queue[RawMessage | None] = asyncio.Queue()
         m = settings.mqtt
+        if lease is None and len(broker_urls(m.url)) > 1:
+            raise ConfigError("[mqtt] url names several brokers: only a cluster worker "
+                              "(run --worker-index) can use more than one")
         self.intake: Any
         if lease is None:
             self.intake = Intake(broker_urls(m.url)[0], client_id=m.client_id,

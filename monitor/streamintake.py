@@ -113,6 +113,7 @@ class StreamIntake:
                     return
                 log.warning("partition %d: consumer lost (%s); resuming at %d",
                             self.partition, exc, self.start_seq)
+                self.metrics.reconnects.labels("ingest").inc()
             self.subscribed.clear()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -154,9 +155,6 @@ class StreamIntake:
 
     def taken(self) -> None:
         self._slots.release()
-
-    def ack(self, tokens: Any) -> None:
-        """Nothing to acknowledge: the position is committed with the state."""
 
     def pause(self) -> None:
         self._closing = True

@@ -34,7 +34,7 @@ from monitor.partition import decode
 from monitor.pipeline import Processor
 from monitor.scoring import _layout as L
 from monitor.vitals import METRIC_IDS
-from tests.edge.devices import MllpClient, oru, spawn_bridge
+from tests.edge.devices import MllpClient, listening, oru, spawn_bridge
 from tests.monitor.helpers import eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "cluster"))
@@ -367,7 +367,7 @@ async def test_the_bridge_moves_to_another_node_and_loses_nothing(
                                                       for p, e in got.items())
 
             await eventually(held, "12 partitions held", 120)
-            await eventually(lambda: _listening(port), "the bridge to listen", 60)
+            await eventually(lambda: listening(port), "the bridge to listen", 60)
             hr = samples(seed=31)
             # whole seconds: an HL7 time has at most 4 decimals (the bridge's times are exact)
             t0 = float(int(time.time() - ROUNDS * STEP_S - 600.0))
@@ -392,11 +392,3 @@ async def test_the_bridge_moves_to_another_node_and_loses_nothing(
     log = (tmp_path / "bridge" / "bridge.log").read_text()
     assert "broker connection down" in log  # it did lose n2 on the way
 
-
-async def _listening(port: int) -> bool:
-    try:
-        _, w = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    w.close()
-    return True

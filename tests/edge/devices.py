@@ -111,6 +111,16 @@ def spawn_bridge(url: str, port: int, folder: Path, *, client_id: str,
             stdout=subprocess.DEVNULL, stderr=log)
 
 
+async def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` (a bridge started)."""
+    try:
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    w.close()
+    return True
+
+
 def write_key(folder: Path) -> Path:
     path = folder / "pseudonym.keys"
     path.write_text(f"# test key\n{BRIDGE_KEY} {secrets.token_hex(32)}\n")

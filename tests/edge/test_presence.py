@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import signal
 from pathlib import Path
@@ -15,6 +14,7 @@ from tests.edge.devices import (
     MllpClient,
     bridge_settings,
     clear_presence,
+    listening,
     oru,
     running_bridge,
     spawn_bridge,
@@ -37,15 +37,7 @@ async def test_a_killed_bridge_leaves_its_beds_offline_by_last_will(
     port = services_mod.free_port()
     proc = spawn_bridge(url, port, tmp_path, client_id="bridge-will-test")
     try:
-        async def listening() -> bool:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            w.close()
-            return True
-
-        await eventually(listening, "the bridge to listen", within=60)
+        await eventually(lambda: listening(port), "the bridge to listen", within=60)
         now = dt.datetime.now(dt.UTC)
         async with subscriber(url, "wardwatch/v1/status/9F/#", raw=True) as sub:
             async with MllpClient(port) as dev:
