@@ -37,6 +37,7 @@ from monitor.scoring.multivariate import preload as preload_river
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
 from monitor.spool import Sink, Spool, SpooledWriter
 from monitor.station.auth import Accounts
+from monitor.station.source import Local
 from monitor.station.web import Station
 from monitor.systemd import Notifier
 from monitor.wire import CONTROL_SUBSCRIPTIONS
@@ -349,6 +350,11 @@ class Daemon:
         return error
 
     # -- HTTP ----------------------------------------------------------------------
+    def local_source(self, *, exclusive: bool = True) -> Local:
+        """What the station shows of this daemon's beds (``exclusive``: the only daemon)."""
+        return Local(self.processor, self.alarm_store, self.acknowledge,
+                     frozenset(self.settings.http.mmol_wards), exclusive=exclusive)
+
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({
             "subscribed": self.subscribed.is_set(),
@@ -364,8 +370,8 @@ class Daemon:
         app = web.Application()
         app.router.add_get("/healthz", self._health)
         a = self.settings.alarms
-        self.station = Station(self.processor, self.accounts, self.alarm_store, self.acknowledge,
-                               secure_cookies=h.secure_cookies, mmol_wards=h.mmol_wards,
+        self.station = Station(self.local_source(), self.accounts,
+                               secure_cookies=h.secure_cookies,
                                snooze_default_s=a.snooze_default_s, snooze_max_s=a.snooze_max_s)
         self.station.install(app)
         runner = web.AppRunner(app, access_log=None)

@@ -12,6 +12,7 @@ sends the whole ward once and then only the beds and vitals that moved.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -125,7 +126,13 @@ def ward_snapshot(processor: Processor, *, wards: frozenset[str] | None = None,
         entry["alarms"].append(alarm_view(
             ev, gs, rule, level, mmol=mmol(ev.ward),
             now_text=_now_text(processor, rule, gs, ev.ward, ev.bed, mmol(ev.ward))))
-    for b in beds.values():
+    return _ordered(beds.values())
+
+
+def _ordered(beds: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each bed's alarms in order and its rank from them; the beds worst first."""
+    beds = list(beds)
+    for b in beds:
         b["alarms"].sort(key=lambda a: a["rank"])
         open_ = [a for a in b["alarms"] if a["state"] != "acknowledged" and not a["technical"]]
         worst = open_[0]["rank"] if open_ else None
@@ -138,8 +145,22 @@ def ward_snapshot(processor: Processor, *, wards: frozenset[str] | None = None,
             b["rank"] = [1, -RANK[b["priority"]], 9]
         else:
             b["rank"] = [2, 0, 9]
-    out = sorted(beds.values(), key=lambda b: (*b["rank"], b["ward"], _natural(b["bed"])))
-    return out
+    return sorted(beds, key=lambda b: (*b["rank"], b["ward"], _natural(b["bed"])))
+
+
+def merge_beds(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The beds of several snapshots as one (a bed in more than one of them, such as each
+    partition's ``_system`` entry, gets the vitals and alarms of all)."""
+    beds: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for b in part:
+            have = beds.get(b["key"])
+            if have is None:
+                beds[b["key"]] = {**b, "vitals": dict(b["vitals"]), "alarms": list(b["alarms"])}
+            else:
+                have["vitals"].update(b["vitals"])
+                have["alarms"].extend(b["alarms"])
+    return _ordered(beds.values())
 
 
 def _band_label(code: str) -> str:
@@ -203,4 +224,4 @@ class Changes:
         return msg
 
 
-__all__ = ["Changes", "alarm_view", "rule_of", "ward_snapshot"]
+__all__ = ["Changes", "alarm_view", "merge_beds", "rule_of", "ward_snapshot"]

@@ -32,13 +32,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from monitor.alarmstore import AlarmStore
-from monitor.pipeline import Processor
 from monitor.station.auth import Accounts, Session
-from monitor.station.view import Changes, alarm_view, rule_of, ward_snapshot
-from monitor.station.words import unit_text
-from monitor.trends import FC, FC_SD, FC_T, MEAN, MINUTE
-from monitor.vitals import METRICS
+from monitor.station.source import NOT_HERE, Source, Wards
+from monitor.station.view import Changes
 from monitor.wire import validate_ack
 
 log = logging.getLogger(__name__)
@@ -58,23 +54,16 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-Acknowledge = Callable[[str, str, dict[str, Any]], Awaitable[str | None]]
-
-
 class Station:
     """The routes of the station page, on the daemon's aiohttp application."""
 
-    def __init__(self, processor: Processor, accounts: Accounts, alarm_store: AlarmStore,
-                 acknowledge: Acknowledge, *, secure_cookies: bool = False,
-                 stream_interval_s: float = 1.0, mmol_wards: tuple[str, ...] = (),
-                 snooze_default_s: float = 600.0, snooze_max_s: float = 3600.0) -> None:
-        self.processor = processor
+    def __init__(self, source: Source, accounts: Accounts, *, secure_cookies: bool = False,
+                 stream_interval_s: float = 1.0, snooze_default_s: float = 600.0,
+                 snooze_max_s: float = 3600.0) -> None:
+        self.source = source
         self.accounts = accounts
-        self.alarm_store = alarm_store
-        self.acknowledge = acknowledge
         self.secure = secure_cookies
         self.interval = stream_interval_s
-        self.mmol_wards = frozenset(mmol_wards)
         self.snooze_default_s = snooze_default_s
         self.snooze_max_s = snooze_max_s
         self._failures: dict[str, list[float]] = {}  # username → times of failed sign-ins
@@ -242,7 +231,7 @@ class Station:
         return resp
 
     # -- API -------------------------------------------------------------------------
-    def _wards(self, request: web.Request, s: Session) -> frozenset[str] | None:
+    def _wards(self, request: web.Request, s: Session) -> Wards:
         """The wards a request covers: ``?ward=`` (if the user may see it), else all the
         user's wards (None: every ward)."""
         asked = request.query.get("ward", "")
@@ -254,9 +243,6 @@ class Station:
             return frozenset({asked})
         return s.wards or None
 
-    def _snapshot(self, wards: frozenset[str] | None) -> list[dict[str, Any]]:
-        return ward_snapshot(self.processor, wards=wards, mmol_wards=self.mmol_wards)
-
     async def me(self, request: web.Request) -> web.Response:
         s = self._require(request)
         return web.json_response({
@@ -267,22 +253,22 @@ class Station:
     async def wards(self, request: web.Request) -> web.Response:
         """The wards with data or alarms that this user may see."""
         s = self._require(request)
-        known = {k[0] for k in self.processor.streams.keys}
-        known |= {ev.ward for ev, _ in self.processor.alarms.active()}
-        known.discard("_system")
+        known = await self.source.wards()
         return web.json_response(sorted(w for w in known if s.sees(w)))
 
     async def beds(self, request: web.Request) -> web.Response:
+        """The beds, worst first; a cluster worker that cannot show every bed says which
+        are missing in the ``X-Wardwatch-Missing`` header."""
         s = self._require(request)
-        return web.json_response(self._snapshot(self._wards(request, s)))
+        got = await self.source.beds(self._wards(request, s))
+        resp = web.json_response(got.beds)
+        if got.missing:
+            resp.headers["X-Wardwatch-Missing"] = got.missing
+        return resp
 
     async def alarms(self, request: web.Request) -> web.Response:
         s = self._require(request)
-        wards = self._wards(request, s)
-        engine = self.processor.alarms
-        return web.json_response([
-            alarm_view(ev, gs, *rule_of(engine, ev)) for ev, gs in engine.active()
-            if wards is None or ev.ward in wards])
+        return web.json_response(await self.source.alarms(self._wards(request, s)))
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the ward, then its changes every ``interval`` seconds."""
@@ -306,17 +292,18 @@ class Station:
 
         changes = Changes()
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-            now = time.time()
-            await send("snapshot", {"now": now, "interval": self.interval,
-                                    **changes.first(self._snapshot(wards))})
+            got = await self.source.beds(wards)
+            await send("snapshot", {"now": time.time(), "interval": self.interval,
+                                    **_missing(got.missing), **changes.first(got.beds)})
             while not self._closing.is_set() and self.accounts.session(token) is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self.interval)
                 if self._closing.is_set():
                     break
-                now = time.time()
-                delta = changes.next(self._snapshot(wards))
-                await send("beat" if delta is None else "delta", {"now": now, **(delta or {})})
+                got = await self.source.beds(wards)
+                delta = changes.next(got.beds)
+                await send("beat" if delta is None else "delta",
+                           {"now": time.time(), **_missing(got.missing), **(delta or {})})
             if self._closing.is_set():
                 await send("stopping", {"now": time.time()})
             else:
@@ -329,16 +316,7 @@ class Station:
         """The last hour of per-minute means of every stream."""
         s = self._require(request)
         wards = self._wards(request, s)
-        since = time.time() - 3600.0
-        trends = self.processor.trends
-        out: dict[str, dict[str, list[list[float]]]] = {}
-        for i, (ward, bed, mid) in enumerate(self.processor.streams.keys):
-            if mid >= len(METRICS) or (wards is not None and ward not in wards):
-                continue
-            rows = trends.series(i, since)
-            out.setdefault(f"{ward}/{bed}", {})[METRICS[mid].name] = [
-                [r[MINUTE] * 60.0, round(r[MEAN], 1)] for r in rows.tolist()]
-        return web.json_response(out)
+        return web.json_response(await self.source.sparklines(wards, time.time() - 3600.0))
 
     async def trend(self, request: web.Request) -> web.Response:
         """Per-minute values, forecast and 95% interval, and alarm markers, for a bed."""
@@ -351,28 +329,9 @@ class Station:
             hours = min(24.0, max(0.25, float(request.query.get("hours", "1"))))
         except ValueError as exc:
             raise web.HTTPBadRequest(text="hours: a number") from exc
-        since = time.time() - hours * 3600.0
-        st = self.processor.streams
-        vitals: dict[str, Any] = {}
-        for mid, m in enumerate(METRICS):
-            sid = st.find(ward, bed, mid)
-            if sid is None:
-                continue
-            rows = self.processor.trends.series(sid, since)
-            vitals[m.name] = {
-                "unit": unit_text(m.name, ward in self.mmol_wards or "*" in self.mmol_wards),
-                "t": (rows[:, MINUTE] * 60.0).tolist(),
-                "value": _nulls(rows[:, MEAN]),
-                "forecast_t": _nulls(rows[:, FC_T]),
-                "forecast": _nulls(rows[:, FC]),
-                "lo": _nulls(rows[:, FC] - 1.96 * rows[:, FC_SD]),
-                "hi": _nulls(rows[:, FC] + 1.96 * rows[:, FC_SD]),
-            }
-        fired = [e for e in self.alarm_store.audit_log(ward=ward, limit=500)
-                 if e["bed"] == bed and e["action"] == "firing"
-                 and (e["clock"] if e["t"] is None else e["t"]) >= since]
-        return web.json_response({"ward": ward, "bed": bed, "hours": hours, "now": time.time(),
-                                  "vitals": vitals, "alarms": fired})
+        now = time.time()
+        got = await self.source.trend(ward, bed, now - hours * 3600.0)
+        return web.json_response({"ward": ward, "bed": bed, "hours": hours, "now": now, **got})
 
     async def audit(self, request: web.Request) -> web.Response:
         """The audit log, newest first; ``who=people`` or ``who=system`` to separate what
@@ -385,8 +344,7 @@ class Station:
         wards = self._wards(request, s)
         who = request.query.get("who", "")
         people = {"people": True, "system": False}.get(who)
-        return web.json_response(self.alarm_store.audit_log(
-            wards=sorted(wards) if wards is not None else None, limit=limit, people=people))
+        return web.json_response(await self.source.audit(wards, limit, people))
 
     async def ack(self, request: web.Request) -> web.Response:
         s = self._require_change(request, "nurse")
@@ -405,14 +363,17 @@ class Station:
         problem = validate_ack(request_body)
         if problem is not None or not ward or not bed:
             return web.json_response({"error": problem or "ward and bed"}, status=400)
-        error = await self.acknowledge(ward, bed, request_body)
+        error = await self.source.acknowledge(ward, bed, request_body)
+        if error == NOT_HERE:
+            error = f"no active alarm {str(request_body.get('id', ''))[:64]!r} on {ward}/{bed}"
         if error is not None:
             return web.json_response({"error": error}, status=409)
         return web.json_response({"ok": True})
 
 
-def _nulls(a: Any) -> list[float | None]:
-    return [None if x != x else round(x, 2) for x in a.tolist()]
+def _missing(text: str) -> dict[str, str]:
+    """In a stream event when some beds cannot be shown (a cluster worker away)."""
+    return {"missing": text} if text else {}
 
 
 __all__ = ["Station"]
