@@ -137,6 +137,14 @@ class Lease:
             raise Fenced(f"partition {self.partition} was taken over") from exc
 
 
+class Presence(msgspec.Struct):
+    """A worker's retained presence: ``online`` with its station's URL (its will and a
+    clean stop say plain ``offline``)."""
+
+    status: str
+    station: str | None = None
+
+
 @dataclass
 class Held:
     daemon: Any  # monitor.daemon.Daemon
@@ -184,6 +192,8 @@ class Worker:
         # will, or a clean stop) removes one at once, silence after WORKER_TIMEOUT_S (its
         # node went down with it, and the will with the node)
         self._seen: dict[str, float] = {}
+        self._stations: dict[str, str] = {}  # worker → its station's URL (its presence)
+        self.station: Any = None  # monitor.station.peers.WorkerStation, with [http] port
         self._view: set[str] = set()
         self.held: dict[int, Held] = {}
         self._changed = asyncio.Event()
@@ -213,6 +223,13 @@ class Worker:
         # a partition held by a worker not live: its entry's revision, and since when
         self._revisions: dict[int, tuple[int, float]] = {}
         self.lease_s = max(LEASE_S, 5 * cl.checkpoint_s)
+        if settings.http.port:  # the station: this worker's partitions and the others'
+            from monitor.station.peers import WorkerStation
+
+            self.station = WorkerStation(
+                settings, own=lambda: [h.daemon.local_source(exclusive=False)
+                                       for h in self.held.values()],
+                held=lambda: set(self.held), stations=self.stations, store=self.store)
 
     # -- membership ----------------------------------------------------------------
     @property
@@ -235,15 +252,17 @@ class Worker:
             try:
                 async with aiomqtt.Client(**args) as client:
                     await client.subscribe(WORKERS_TOPIC + "+", qos=1)
-                    await client.publish(me, b"online", qos=1, retain=True)
+                    online = msgspec.json.encode(Presence(
+                        "online", self.station.url if self.station is not None else None))
+                    await client.publish(me, online, qos=1, retain=True)
                     # said again every HEARTBEAT_S: the others time a silent worker out,
                     # and a retained message reaches a subscriber on another node only
                     # once that node has it, which can take a moment
-                    beat = asyncio.create_task(self._heartbeat(client, me))
+                    beat = asyncio.create_task(self._heartbeat(client, me, online))
                     ready.set()
                     async for msg in client.messages:
                         self._presence(str(msg.topic)[len(WORKERS_TOPIC):],
-                                       bytes(msg.payload).strip() == b"online")
+                                       bytes(msg.payload))
             except aiomqtt.MqttError as exc:
                 log.warning("cluster membership connection to %s:%s lost (%s); trying the "
                             "next node", args["hostname"], args["port"], exc)
@@ -252,14 +271,25 @@ class Worker:
                 if beat is not None:
                     beat.cancel()
 
-    def _presence(self, worker: str, online: bool) -> None:
+    def _presence(self, worker: str, payload: bytes) -> None:
         if worker == self.id:
             return  # itself: live while it runs (a will of its own, after a blip, is old)
-        if online:
+        try:
+            said = msgspec.json.decode(payload, type=Presence)
+        except msgspec.DecodeError:  # "offline" (a will), or not one of ours
+            said = Presence(payload.strip().decode(errors="replace"))
+        if said.status == "online":
             self._seen[worker] = time.monotonic()
+            if said.station:
+                self._stations[worker] = said.station
         else:
             self._seen.pop(worker, None)
         self._look()
+
+    def stations(self) -> dict[str, str]:
+        """The station URLs of the other live workers."""
+        live = self.live
+        return {w: url for w, url in self._stations.items() if w in live}
 
     def _look(self) -> None:
         """Note a change of the live set (an arrival, a departure or a time-out)."""
@@ -271,11 +301,11 @@ class Worker:
             self._changed.set()
 
     @staticmethod
-    async def _heartbeat(client: aiomqtt.Client, me: str) -> None:
+    async def _heartbeat(client: aiomqtt.Client, me: str, online: bytes) -> None:
         with contextlib.suppress(aiomqtt.MqttError):
             while True:
                 await asyncio.sleep(HEARTBEAT_S)
-                await client.publish(me, b"online", qos=1, retain=True)
+                await client.publish(me, online, qos=1, retain=True)
 
     async def _leave(self) -> None:
         m = self.settings.mqtt
@@ -431,6 +461,8 @@ class Worker:
             # (as the single daemon does: monitor.daemon)
             gc.collect()
             gc.freeze()
+            if self.station is not None:
+                await self.station.start()
             ready = asyncio.Event()
             membership = asyncio.create_task(self._membership(ready), name="membership")
             await ready.wait()
@@ -446,6 +478,8 @@ class Worker:
             await stop.wait()
             log.info("worker %s stopping: handing over %d partitions", self.id,
                      len(self.held))
+            if self.station is not None:
+                self.station.closing()
             await rebalance
             await asyncio.gather(*(self._release(p) for p in list(self.held)))
             membership.cancel()
@@ -453,6 +487,8 @@ class Worker:
                 await membership
             await self._leave()
         finally:
+            if self.station is not None:
+                await self.station.stop()
             await nc.close()
             stop_serving(server)
         log.info("worker %s stopped", self.id)

@@ -161,6 +161,10 @@ class ClusterSettings:
     checkpoint_s: float = 1.0  # how often a held partition's state is committed
     retention_s: float = 86_400.0  # how long the intake stream keeps messages
     settle_s: float = 5.0  # at start, how long to wait for the other workers
+    # the station across workers ([http] port): the secret they share for asking each
+    # other, and how the others reach this one's (default http://{[http] host}:{port})
+    peer_secret_file: str = ""
+    station_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -347,6 +347,10 @@ class Daemon:
             self.processor.internal_error("ack", exc, now, f"station ack on {ward}/{bed}")
             return "internal error: the acknowledgement was not recorded; see the log"
         await self._deliver(out)
+        if self.lease is not None and error is None:
+            # a partition's state is its only record of the ack (it did not come through
+            # the stream, as one over MQTT does): committed before the nurse is told
+            await self.committer.commit()
         return error
 
     # -- HTTP ----------------------------------------------------------------------

@@ -109,6 +109,7 @@ class Committer:
         self.lease = lease
         self.journalled: list[Token] = []  # messages journalled since the last commit
         self.fenced = False  # another worker took the partition: nothing more is committed
+        self._one = asyncio.Lock()  # one commit at a time: each is a compare-and-set
 
     async def run(self, halt: asyncio.Event, stop: asyncio.Event) -> None:
         """Commit every ``lease.every_s`` until ``halt``; on a fence, set ``stop``."""
@@ -131,6 +132,10 @@ class Committer:
         only once every alarm event made so far is published: the next holder starts
         after a message only when the state after it and the events it made are both in
         the cluster. ``release``: the last commit of a hand-over, naming no holder."""
+        async with self._one:
+            await self._commit(release)
+
+    async def _commit(self, release: bool) -> None:
         d = self.daemon
         if self.fenced:
             return

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -123,6 +124,12 @@ class Cluster:
         self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # what the workers present to each other's station (monitor/station/peers.py)
+        self.secret = self.root / "peer.secret"
+        if not self.secret.exists():
+            fd = os.open(self.secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
 
     # -- brokers -----------------------------------------------------------------
     def start(self, size: int = 3) -> None:
@@ -177,9 +184,10 @@ class Cluster:
         return [n.nats_url for n in self.nodes]
 
     # -- workers -----------------------------------------------------------------
-    def worker_config(self, index: int, *, checkpoint_s: float = 1.0,
+    def worker_config(self, index: int, *, checkpoint_s: float = 1.0, http_port: int = 0,
                       extra: str = "") -> Path:
-        """A worker's TOML: its own store, the cluster's brokers and key-value store."""
+        """A worker's TOML: its own store, the cluster's brokers and key-value store, and
+        its station on ``http_port`` (0: none)."""
         # its node first, then the others: its connections go to the next when one fails
         first = index % len(self.nodes)
         nodes = self.nodes[first:] + self.nodes[:first]
@@ -188,20 +196,24 @@ class Cluster:
 log_level = "INFO"
 [mqtt]
 url = "{','.join(n.mqtt_url for n in nodes)}"
+[http]
+port = {http_port}
 [store]
 dir = "{self.root / f'worker{index}'}"
 [cluster]
 partitions = {self.partitions}
 nats = "{','.join(self.nats_urls)}"
 checkpoint_s = {checkpoint_s}
+peer_secret_file = "{self.secret}"
 {extra}
 """)
         return path
 
     def start_worker(self, index: int, of: int, *, python: str = sys.executable,
-                     metrics_port: int = 0, checkpoint_s: float = 1.0,
+                     metrics_port: int = 0, checkpoint_s: float = 1.0, http_port: int = 0,
                      extra: str = "") -> subprocess.Popen[bytes]:
-        conf = self.worker_config(index, checkpoint_s=checkpoint_s, extra=extra)
+        conf = self.worker_config(index, checkpoint_s=checkpoint_s, http_port=http_port,
+                                  extra=extra)
         log = open(self.root / f"worker{index}.log", "ab")  # noqa: SIM115
         argv = [python, "-m", "monitor.cli", "run", "--config", str(conf),
                 "--worker-index", str(index), "--worker-of", str(of),
@@ -256,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--workers", type=int, default=0, help="wardwatch workers to start")
+    ap.add_argument("--http-port", type=int, default=0, metavar="BASE",
+                    help="worker K serves the station on BASE+K (0: none)")
     args = ap.parse_args(argv)
     root = Path(args.dir)
     if args.action == "stop":
@@ -269,11 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cluster = Cluster(root, partitions=args.partitions)
     cluster.start(args.nodes)
+    stations = []
     for k in range(args.workers):
-        proc = cluster.start_worker(k, args.workers)
+        port = args.http_port + k if args.http_port else 0
+        proc = cluster.start_worker(k, args.workers, http_port=port)
         (root / f"worker{k}.pid").write_text(str(proc.pid))
+        if port:
+            stations.append(f"http://127.0.0.1:{port}/")
     print(json.dumps({"mqtt": cluster.mqtt_urls, "nats": cluster.nats_urls,
-                      "workers": args.workers, "partitions": args.partitions}, indent=2))
+                      "workers": args.workers, "partitions": args.partitions,
+                      "stations": stations}, indent=2))
     return 0
 
 

@@ -27,6 +27,14 @@ Acknowledge = Callable[[str, str, dict[str, Any]], Awaitable[str | None]]
 NOT_HERE = "not here"  # acknowledge: no active alarm of that id on this source's beds
 
 
+class Away(Exception):
+    """A source that did not answer (another worker of a cluster)."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"{name}: {why}")
+        self.name = name
+
+
 @dataclass(frozen=True, slots=True)
 class Beds:
     """The beds of some wards, worst first, and what is missing from them ("": nothing)."""
@@ -126,7 +134,12 @@ class Merged:
     sources: Callable[[], Sequence[Source]]
 
     async def _all(self, call: Callable[[Source], Awaitable[Any]]) -> list[Any]:
-        return list(await asyncio.gather(*(call(s) for s in self.sources())))
+        """Every source's answer; those :class:`Away` are left out (and say so)."""
+        got = await asyncio.gather(*(call(s) for s in self.sources()), return_exceptions=True)
+        for g in got:
+            if isinstance(g, BaseException) and not isinstance(g, Away):
+                raise g
+        return [g for g in got if not isinstance(g, Away)]
 
     async def wards(self) -> set[str]:
         return set().union(*await self._all(lambda s: s.wards()))
@@ -161,9 +174,27 @@ class Merged:
         return newest(await self._all(lambda s: s.audit(wards, limit, people)), limit)
 
     async def acknowledge(self, ward: str, bed: str, request: dict[str, Any]) -> str | None:
-        answers: list[str | None] = await self._all(lambda s: s.acknowledge(ward, bed, request))
-        done = [a for a in answers if a != NOT_HERE]
-        return done[0] if done else NOT_HERE
+        return await acknowledge_any(self.sources(), ward, bed, request)
+
+
+async def acknowledge_any(sources: Sequence[Source], ward: str, bed: str,
+                          request: dict[str, Any]) -> str | None:
+    """Acknowledge where the alarm is: the answer of the source that holds it, else
+    NOT_HERE, or an error naming the sources that did not answer (one may hold it)."""
+    got = await asyncio.gather(*(s.acknowledge(ward, bed, request) for s in sources),
+                               return_exceptions=True)
+    away = []
+    for g in got:
+        if isinstance(g, Away):
+            away.append(g.name)
+        elif isinstance(g, BaseException):
+            raise g
+        elif g != NOT_HERE:
+            return g
+    if away:
+        return (f"not recorded: {', '.join(away)} did not answer, and may hold the alarm; "
+                "try again")
+    return NOT_HERE
 
 
 def newest(lines: Iterable[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
@@ -180,4 +211,4 @@ def _nulls(a: Any) -> list[float | None]:
     return [None if x != x else round(x, 2) for x in a.tolist()]
 
 
-__all__ = ["NOT_HERE", "Beds", "Local", "Merged", "Source", "Wards", "newest"]
+__all__ = ["NOT_HERE", "Away", "Beds", "Local", "Merged", "Source", "Wards", "newest"]

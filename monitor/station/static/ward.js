@@ -6,6 +6,7 @@
 // once and changed after, so a screen left on for a shift neither leaks nor loses focus.
 // If no event arrives for NO_DATA_S (or the server says it is stopping), the page says so
 // across its full width, greys every value, keeps counting ages and sounds a technical alarm.
+// When some beds cannot be shown (a cluster worker not answering), a banner says so.
 "use strict";
 
 const NO_DATA_S = 5;
@@ -15,7 +16,7 @@ const REASONS = ["", "Assessed at the bedside", "Treated", "Artifact or sensor p
 const SNOOZE_MIN = [5, 10, 15, 30, 60];
 
 const state = {
-  beds: new Map(), order: [], offset: 0, lastMsg: 0, lastNow: 0, stopping: false,
+  beds: new Map(), order: [], offset: 0, lastMsg: 0, lastNow: 0, stopping: false, missingSince: 0,
   sparks: {}, ward: "", es: null, seen: new Map(),
 };
 const tiles = new Map();   // bed key -> {el, parts, chart}
@@ -99,6 +100,12 @@ function alive(msg) {
   const conn = document.getElementById("conn");
   conn.textContent = `live ${ww.clock(msg.now)}`;
   conn.className = "conn live";
+  // a cluster worker that cannot show every bed says so in every event until it can
+  const missing = document.getElementById("missing");
+  const text = msg.missing || "";
+  if (missing.textContent !== text) missing.textContent = text;
+  missing.hidden = !text;
+  state.missingSince = text ? state.missingSince || Date.now() : 0;
 }
 
 // -- no data: loud, not a footnote -------------------------------------------------------
@@ -116,6 +123,9 @@ function watchdog() {
     if (audio.due("nodata")) audio.play("nodata");
   } else {
     banner.hidden = true;
+    // beds not shown for longer than a hand-over takes: heard, like no data
+    if (state.missingSince && Date.now() - state.missingSince > NO_DATA_S * 1000
+        && audio.due("nodata")) audio.play("nodata");
   }
   tickAges();
   updatePause();
