@@ -391,8 +391,16 @@ class Bridge:
         http = None
         if b.metrics_port:
             http = start_http_server(b.metrics_port, b.metrics_host, registry=self.registry)
-        self._start_mqtt()
-        forward = asyncio.create_task(self._forward(), name="bridge forwarder")
+        if b.nats:  # a cluster: JetStream's acknowledgement, stored on a quorum
+            from edge.jsforward import JetStreamForwarder
+
+            js = JetStreamForwarder(b.nats, self.spool, window=b.window, name=b.client_id,
+                                    published=self.metrics.published,
+                                    connected=self._set_connected, wake=self._wake)
+            forward = asyncio.create_task(js.run(), name="bridge forwarder")
+        else:
+            self._start_mqtt()
+            forward = asyncio.create_task(self._forward(), name="bridge forwarder")
         self._wake.set()  # what an earlier run left in the spool
         server: asyncio.Server = await hl7.mllp.start_hl7_server(
             self._connection, self.host, self.port, limit=b.max_message_bytes)
@@ -425,9 +433,9 @@ class Bridge:
             forward.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await forward
-            assert self._mqtt is not None
-            self._mqtt.disconnect()
-            self._mqtt.loop_stop()
+            if self._mqtt is not None:
+                self._mqtt.disconnect()
+                self._mqtt.loop_stop()
             self.spool.close()
             if http is not None:
                 http[0].shutdown()

@@ -52,7 +52,7 @@ from monitor.intake import RawMessage
 from monitor.metrics import Metrics, serve, stop_serving
 from monitor.mqtt import all_client_args, broker_urls
 from monitor.partition import Fenced, PartitionStateError, materialize
-from monitor.streamintake import StreamIntake, ensure_stream
+from monitor.streamintake import StreamIntake, ensure_stream, log_nats_error
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,8 @@ class Worker:
         server = serve(ms.host, ms.port, self.registry)
         river = preload_river()
         nc = await nats.connect(servers=broker_urls(self.cfg.nats),
-                                name=f"wardwatch-{self.id}", max_reconnect_attempts=-1)
+                                name=f"wardwatch-{self.id}", max_reconnect_attempts=-1,
+                                error_cb=log_nats_error)
         try:
             js = self.js = nc.jetstream()
             await ensure_stream(js, replicas=self.cfg.replicas,

@@ -143,6 +143,9 @@ class BridgeSettings:
     timezone: str = ""  # for HL7 times without an offset; empty: the gateway's zone
     max_clock_offset_s: float = 60.0  # device clocks further off are corrected
     device_timeout_s: float = 300.0  # silence after which a bed's presence goes offline
+    # a cluster's NATS URLs, comma-separated: observations go to its JetStream, and leave
+    # the spool on the stream's acknowledgement (edge/jsforward.py); empty: MQTT, [mqtt] url
+    nats: str = ""
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9104  # 0: no /metrics
     # vendor codes: "SYSTEM^CODE" = "metric" (e.g. "MDC^147842" = "hr"), beside LOINC
