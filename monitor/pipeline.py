@@ -132,8 +132,9 @@ class Processor:
         ts: list[float] = []
         vs: list[float] = []
         recv: list[float] = []
+        msg: list[int] = []  # each sample's message: a late sample of a later one is old
         m = self.metrics
-        for topic, payload, now in messages:
+        for k, (topic, payload, now) in enumerate(messages):
             kind = None if topic.startswith(OBS_PREFIX) else control_kind(topic)
             if kind is not None:
                 self._command(decode_command(topic, payload), topic, payload, now, out)
@@ -158,6 +159,7 @@ class Processor:
                 ts.extend(d.t)
                 vs.extend(d.v)
                 recv.extend([now] * n_ok)
+                msg.extend([k] * n_ok)
         wall = messages[-1][2]
         if not sid:
             self.alarms.flush()
@@ -166,7 +168,7 @@ class Processor:
 
         batch = self.scorer.score(
             np.array(sid, dtype=np.int64), np.array(metric, dtype=np.int64),
-            np.array(ts), np.array(vs), wall,
+            np.array(ts), np.array(vs), wall, np.array(msg, dtype=np.int64),
         )
         stale = int(np.count_nonzero(batch.has(STALE_ORDER)))
         self._obs["accepted"].inc(len(batch) - stale)

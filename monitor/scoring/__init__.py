@@ -210,19 +210,26 @@ class Scorer:
         sid = np.array([scratch.streams.index("warm-up", "0", int(m)) for m in ids])
         scratch.score(sid, ids, np.ones(ids.size), np.full(ids.size, 80.0), 0.0)
 
-    def score(self, sid: I64, metric: I64, t: F64, v: F64, now: float) -> ScoredBatch:
+    def score(self, sid: I64, metric: I64, t: F64, v: F64, now: float,
+              msg: I64 | None = None) -> ScoredBatch:
         """Run one batch through the kernel, each stream's samples in time order.
 
-        A sample older than its stream's newest is kept for history but does not move
-        the stream's state (``STALE_ORDER``). A batch already in (stream, time) order is
-        not copied: the result shares ``sid``, ``metric``, ``t`` and ``v`` with the caller.
+        A sample at or before its stream's newest is kept for history but does not move
+        the stream's state (``STALE_ORDER``). ``msg``: each sample's message, in arrival
+        order; then a stream's messages are taken in that order, each one's samples in
+        time order, so a sample older than one of an earlier message is old, as it would
+        be had the two come in separate batches: the outcome does not depend on how the
+        messages were cut into batches (a replay after a restart or a takeover ends in
+        the same state). Without it, the whole batch is one message. A batch already in
+        (stream, time) order is not copied: the result shares ``sid``, ``metric``, ``t``
+        and ``v`` with the caller.
         """
         sid = np.ascontiguousarray(sid, dtype=np.int64)
         metric = np.ascontiguousarray(metric, dtype=np.int64)
         t = np.ascontiguousarray(t, dtype=np.float64)
         v = np.ascontiguousarray(v, dtype=np.float64)
         if not in_order(sid, t):
-            order = np.lexsort((t, sid))
+            order = np.lexsort((t, sid) if msg is None else (t, msg, sid))
             sid, metric, t, v = sid[order], metric[order], t[order], v[order]
         k = sid.shape[0]
         cut = np.flatnonzero(np.diff(sid)) + 1
