@@ -113,10 +113,10 @@ def test_a_batch_that_raises_is_retried_message_by_message() -> None:
     p = Processor(Metrics(registry), Limits(max_past_s=0), AlarmEngine(), replay=True)
     real = p.scorer.score
 
-    def score(sid: Any, metric: Any, t: Any, v: Any, now: float) -> Any:
+    def score(sid: Any, metric: Any, t: Any, v: Any, now: float, msg: Any = None) -> Any:
         if (v == 66).any():  # a sample that trips a bug in scoring
             raise FloatingPointError("injected")
-        return real(sid, metric, t, v, now)
+        return real(sid, metric, t, v, now, msg)
 
     p.scorer.score = score  # type: ignore[method-assign]
     batch = [_hr("1", T0 + k, 80) for k in range(5)] + [_hr("2", T0, 66)]
