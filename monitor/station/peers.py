@@ -197,7 +197,7 @@ class Hospital(Merged):
             return ""
         away = sorted(r.name for r in remotes if r.away)
         why = (f"worker {', '.join(away)} not answering" if away
-               else "a worker was lost or is handing over; they are being taken over")
+               else "being handed over, or taken over after a worker was lost")
         return (f"Some beds are not shown: {len(gap)} of {self.partitions} partitions "
                 f"have no worker answering ({why})")
 
@@ -221,8 +221,6 @@ class Hospital(Merged):
         if error != NOT_HERE:  # one of this worker's partitions holds it
             return error
         return await acknowledge_any(self.remotes(), ward, bed, request)
-
-
 
 
 class WorkerStation:

@@ -150,8 +150,8 @@ class Merged:
                     "; ".join(b.missing for b in got if b.missing))
 
     async def alarms(self, wards: Wards) -> list[dict[str, Any]]:
-        return sorted((a for got in await self._all(lambda s: s.alarms(wards)) for a in got),
-                      key=lambda a: a["rank"])
+        once = {a["id"]: a for got in await self._all(lambda s: s.alarms(wards)) for a in got}
+        return sorted(once.values(), key=lambda a: a["rank"])
 
     async def sparklines(self, wards: Wards, since: float,
                          ) -> dict[str, dict[str, list[list[float]]]]:

@@ -150,16 +150,17 @@ def _ordered(beds: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def merge_beds(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The beds of several snapshots as one (a bed in more than one of them, such as each
-    partition's ``_system`` entry, gets the vitals and alarms of all)."""
+    partition's ``_system`` entry, gets the vitals and alarms of all, each alarm once)."""
     beds: dict[str, dict[str, Any]] = {}
     for part in parts:
         for b in part:
             have = beds.get(b["key"])
             if have is None:
                 beds[b["key"]] = {**b, "vitals": dict(b["vitals"]), "alarms": list(b["alarms"])}
-            else:
+            else:  # the same alarm twice (a partition in a hand-over): once
                 have["vitals"].update(b["vitals"])
-                have["alarms"].extend(b["alarms"])
+                ids = {a["id"] for a in have["alarms"]}
+                have["alarms"].extend(a for a in b["alarms"] if a["id"] not in ids)
     return _ordered(beds.values())
 
 
