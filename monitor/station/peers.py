@@ -35,6 +35,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.station.source import (
     NOT_HERE,
@@ -226,7 +227,7 @@ class Hospital(Merged):
 class WorkerStation:
     """A cluster worker's station page (``[http] port``) and peer API, on one server."""
 
-    def __init__(self, settings: Any, *, own: Callable[[], Sequence[Source]],
+    def __init__(self, settings: Settings, *, own: Callable[[], Sequence[Source]],
                  held: Callable[[], set[int]], stations: Callable[[], dict[str, str]],
                  store: Path) -> None:
         from monitor.station.auth import Accounts

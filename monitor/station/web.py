@@ -1,5 +1,8 @@
 """The nurses' station: a live ward page served by the daemon (aiohttp), with sign-in.
 
+What it shows comes from a :class:`~monitor.station.source.Source`: the daemon's own beds,
+or on a cluster worker the whole hospital (:mod:`monitor.station.peers`).
+
 Pages are static files (``static/``) that read JSON and a server-sent event stream:
 
 * ``GET /api/stream?ward=W`` — server-sent events: the ward once (``snapshot``), then
