@@ -39,14 +39,13 @@ from pathlib import Path
 
 import aiomqtt
 import numpy as np
-import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "deploy" / "cluster"),
                 str(REPO / "benchmarks")]
 
 from cluster import Cluster  # noqa: E402
-from e2e import PACED, peak_rss_mb  # noqa: E402
+from e2e import PACED, collect_alarm_delays, peak_rss_mb  # noqa: E402
 from services import free_port  # noqa: E402
 
 PARTITIONS = 12
@@ -186,14 +185,7 @@ async def run(workers: int, messages: int, rate: float, seconds: float) -> None:
         got: list[float] = []
         async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-station") as sub:
             await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
-
-            async def collect() -> None:
-                async for msg in sub.messages:
-                    ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
-                    if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
-                        got.append(time.time() - ev["t"])
-
-            task = asyncio.create_task(collect())
+            task = asyncio.create_task(collect_alarm_delays(sub, got))
             paced = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", PACED, str(mqtt_port), str(rate), str(seconds), "0",
                 str(CONNS),

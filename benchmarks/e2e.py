@@ -104,6 +104,15 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+async def collect_alarm_delays(sub: aiomqtt.Client, got: list[float]) -> None:
+    """Append to ``got`` each paced alarm's delay: its receipt minus the publish time of
+    the sample it names (its observation time; one clock), until cancelled."""
+    async for msg in sub.messages:
+        ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
+        if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
+            got.append(time.time() - ev["t"])
+
+
 async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) -> None:
     url = f"mqtt://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as store:
@@ -122,13 +131,7 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
                     str(bad_every),
                     stdout=asyncio.subprocess.PIPE)
 
-                async def collect() -> None:
-                    async for msg in sub.messages:
-                        ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
-                        if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
-                            got.append(time.time() - ev["t"])
-
-                task = asyncio.create_task(collect())
+                task = asyncio.create_task(collect_alarm_delays(sub, got))
                 out, _ = await pub.communicate()
                 sent, alarms, took = out.decode().split()
                 await asyncio.sleep(5.0)  # the last alarms, if the daemon is behind
