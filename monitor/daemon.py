@@ -26,7 +26,7 @@ from monitor.checkpoint import Checkpointer, ModelStore
 from monitor.clock import SteadyClock
 from monitor.config import Settings
 from monitor.errors import ConfigError, SinkError
-from monitor.intake import Intake, RawMessage, Token
+from monitor.intake import Intake, RawMessage
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics, serve, stop_serving
 from monitor.mqtt import all_client_args, broker_urls
@@ -214,16 +214,10 @@ class Daemon:
             except Exception as exc:  # a bug: isolate the message, never stop watching
                 out = self.processor.fail_batch(messages, exc)
             tokens = [tok for *_, tok in items]
-            await self._deliver(out, functools.partial(self._durable, tokens))
+            await self._deliver(out, functools.partial(self.intake.ack, tokens))
             self._progress = time.monotonic()
             if last:
                 return
-
-    def _durable(self, tokens: list[Token]) -> None:
-        if self.lease is None:
-            self.intake.ack(tokens)
-        else:  # the next commit's position
-            self.committer.journalled.extend(tokens)
 
     async def _deliver(self, out: Output, on_durable: Callable[[], None] | None = None,
                        ) -> None:
@@ -453,10 +447,7 @@ class Daemon:
                 await self.deadletters.close()
                 await asyncio.gather(*writers)
                 # after the last acknowledgement is queued: paho writes it before DISCONNECT
-                if self.lease is None:
-                    await asyncio.to_thread(self.intake.close)
-                else:
-                    await self.intake.aclose()
+                await self.intake.aclose()
             if runner is not None:
                 await runner.cleanup()
             stop_serving(server)

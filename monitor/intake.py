@@ -100,6 +100,9 @@ class Intake:
         self._client.disconnect()
         self._client.loop_stop()
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
     # -- paho's network thread -----------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():

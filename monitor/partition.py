@@ -33,7 +33,6 @@ import msgspec
 from monitor.alarmstore import AlarmStore
 from monitor.checkpoint import LAYOUT, ModelStore, Snapshot, snapshot
 from monitor.errors import WardwatchError
-from monitor.intake import Token
 from monitor.pipeline import Processor
 
 if TYPE_CHECKING:
@@ -107,7 +106,6 @@ class Committer:
     def __init__(self, daemon: Daemon, lease: PartitionLease) -> None:
         self.daemon = daemon
         self.lease = lease
-        self.journalled: list[Token] = []  # messages journalled since the last commit
         self.fenced = False  # another worker took the partition: nothing more is committed
         self._one = asyncio.Lock()  # one commit at a time: each is a compare-and-set
 
@@ -139,7 +137,8 @@ class Committer:
         d = self.daemon
         if self.fenced:
             return
-        tokens, self.journalled = self.journalled, []
+        intake = d.intake  # a StreamIntake: what it was told is durable since the last commit
+        tokens, intake.durable = intake.durable, []
         state: bytes | None
         try:
             state = capture(d.processor, detectors=release)
@@ -155,7 +154,7 @@ class Committer:
             d.wake_relay()
             await asyncio.sleep(0.01)
         if state is None:
-            self.journalled[:0] = tokens
+            intake.durable[:0] = tokens
             tokens = []
         position = max((tok.mid for tok in tokens), default=None)
         try:
@@ -167,4 +166,4 @@ class Committer:
             d.metrics.failures.labels("partition_state").inc()
             log.warning("partition %d: state not committed (%s); retrying",
                         self.lease.partition, exc)
-            self.journalled[:0] = tokens
+            intake.durable[:0] = tokens

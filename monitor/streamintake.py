@@ -83,6 +83,9 @@ class StreamIntake:
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None
         self._closing = False
+        # messages whose results are durable (history journalled, events in the outbox):
+        # the partition's next commit may put its position after them
+        self.durable: list[Token] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"intake:{self.partition}")
@@ -93,15 +96,11 @@ class StreamIntake:
         subject = f"wardwatch.part.{self.partition}.>"
         while not self._closing:
             try:
-                if self.start_seq > 1:
-                    sub = await self.js.subscribe(
-                        subject, stream=STREAM, ordered_consumer=True,
-                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                        config=_start_at(self.start_seq), pending_msgs_limit=20_000)
-                else:
-                    sub = await self.js.subscribe(subject, stream=STREAM, ordered_consumer=True,
-                                                  deliver_policy=DeliverPolicy.ALL,
-                                                  pending_msgs_limit=20_000)
+                # from sequence 1 is from the first the stream still holds
+                sub = await self.js.subscribe(
+                    subject, stream=STREAM, ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    config=_start_at(max(1, self.start_seq)), pending_msgs_limit=20_000)
             except Exception as exc:  # the cluster is away: try again
                 log.warning("partition %d: cannot read %s (%s); retrying", self.partition,
                             STREAM, exc)
@@ -160,6 +159,11 @@ class StreamIntake:
 
     def taken(self) -> None:
         self._slots.release()
+
+    def ack(self, tokens: list[Token]) -> None:
+        """As the MQTT intake's: these messages' results are durable. A stream has no
+        per-message acknowledgement; the partition's commit records the position."""
+        self.durable.extend(tokens)
 
     def pause(self) -> None:
         self._closing = True
