@@ -8,9 +8,9 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from monitor.config import Settings, load
+from monitor.config import load
 from monitor.errors import WardwatchError
 
 
@@ -46,34 +46,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="DIR", help="state directory (spool, SQLite history)")
 
 
-async def _run_until_signalled(settings: Settings) -> None:
-    from monitor.daemon import Daemon
+class _Runs(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
 
+
+async def _until_signalled(make: Callable[[], _Runs]) -> None:
+    """``make()`` (the daemon, a cluster worker, the bridge) runs until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await Daemon(settings, own_process=True).run(stop)
-
-
-async def _work_until_signalled(settings: Settings, index: int, of: int) -> None:
-    from monitor.cluster import Worker
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await Worker(settings, index=index, of=of).run(stop)
-
-
-async def _bridge_until_signalled(settings: Settings) -> None:
-    from edge.bridge import Bridge
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await Bridge(settings).run(stop)
+    await make().run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,12 +232,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write otherwise
     try:
         if args.command == "run" and args.worker_index is not None:
-            asyncio.run(_work_until_signalled(settings, args.worker_index,
-                                              args.worker_of or args.worker_index + 1))
+            from monitor.cluster import Worker
+
+            index, of = args.worker_index, args.worker_of or args.worker_index + 1
+            asyncio.run(_until_signalled(lambda: Worker(settings, index=index, of=of)))
         elif args.command == "run":
-            asyncio.run(_run_until_signalled(settings))
+            from monitor.daemon import Daemon
+
+            asyncio.run(_until_signalled(lambda: Daemon(settings, own_process=True)))
         elif args.command == "bridge":
-            asyncio.run(_bridge_until_signalled(settings))
+            from edge.bridge import Bridge
+
+            asyncio.run(_until_signalled(lambda: Bridge(settings)))
         else:
             from monitor.demo import run_demo
 
