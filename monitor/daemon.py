@@ -106,7 +106,7 @@ class Daemon:
             n = self.models.restore(self.processor.streams, self.checkpointer)
             beds = self.models.blob("beds")
             if beds is not None:
-                self.processor.beds.restore(beds)
+                self.processor.restore_beds(beds)
             if n:
                 log.info("models of %d streams restored from %s", n, self.models.path)
             # restored streams count as heard from now: one whose device never speaks

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from monitor.alarms import AlarmEvent
 from monitor.deadletters import DeadLetters
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _NAMES = [m.name for m in METRICS]
 _CARDIO = tuple(METRIC_IDS[f] for f in FEATURES)
+_IS_CARDIO = np.isin(np.arange(len(METRICS) + 1), _CARDIO)  # by metric id (+ generic)
 _NOT_ACCEPTED = STALE_ORDER | INVALID | ARTIFACT | FLATLINE
 
 
@@ -108,6 +110,13 @@ class Processor:
         self.alarms.on_fire = lambda ev: fired.labels(ev.ward, ev.bed, ev.code, ev.priority).inc()
         self.beds = BedAnomaly()
         self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
+        # the detector's beds as arrays (see _score_beds): stream row → bed index, each
+        # bed's key, stream rows of its four vitals, and the time of its last turn
+        self._bed_of = np.zeros(0, dtype=np.int64)
+        self._bed_index: dict[tuple[str, str], int] = {}
+        self._bed_keys: list[tuple[str, str]] = []
+        self._bed_rows: list[list[int]] = []
+        self._bed_last = np.zeros(0)
         self.trends = MinuteTrends(trend_hours)
         self.rejects = RateLimitedLog()
         self.dead = DeadLetters(metrics)
@@ -340,30 +349,68 @@ class Processor:
         self._emit(events, out)
 
     def _score_beds(self, batch: ScoredBatch, out: Output) -> None:
-        """The multivariate detector, once per bed with new accepted cardiovascular samples.
+        """The multivariate detector, once per bed with new accepted cardiovascular samples
+        whose turn has come (every ``beds.every_s`` of observation time).
 
-        Per stream, not per sample: the batch is sorted by (stream, time), so the newest
-        sample of each stream ends its run. Artifacts never reach the detector.
+        A bed that is not due, or lacks one of the four vitals, is passed over with array
+        operations: Python runs only for beds whose turn has come. Artifacts never reach
+        the detector.
         """
-        ok = np.isin(batch.metric, _CARDIO) & ~batch.has(_NOT_ACCEPTED)
+        ok = _IS_CARDIO[batch.metric] & ((batch.status & _NOT_ACCEPTED) == 0)
+        if not ok.any():
+            return
         sid, t = batch.sid[ok], batch.t[ok]
-        last = np.flatnonzero(np.append(sid[1:] != sid[:-1], True)) if sid.size else sid
-        newest: dict[tuple[str, str], float] = {}
-        keys = self.streams.keys
-        for s, ts in zip(sid[last].tolist(), t[last].tolist(), strict=True):
-            ward, bed, _ = keys[s]
-            newest[(ward, bed)] = max(ts, newest.get((ward, bed), -math.inf))
-        for (ward, bed), ts in newest.items():
-            if not self.beds.due(ward, bed, ts):
-                continue
-            values = {}
-            for mid in _CARDIO:
-                row = self.streams.find(ward, bed, mid)
-                values[_NAMES[mid]] = math.nan if row is None else float(self.streams.value[row])
+        beds = self._beds_of(sid)
+        due = t - self._bed_last[beds] >= self.beds.every_s
+        if not due.any():
+            return
+        newest: dict[int, float] = {}
+        for b, ts in zip(beds[due].tolist(), t[due].tolist(), strict=True):
+            newest[b] = max(ts, newest.get(b, -math.inf))
+        value = self.streams.value
+        for b, ts in newest.items():
+            ward, bed = self._bed_keys[b]
+            rows = self._bed_rows[b]
+            values = {_NAMES[mid]: math.nan if row < 0 else float(value[row])
+                      for mid, row in zip(_CARDIO, rows, strict=True)}
             score = self.beds.score(ward, bed, ts, values)
+            # the detector's own turn, or never while a vital has no stream yet
+            self._bed_last[b] = math.inf if min(rows) < 0 else self.beds.last_t(ward, bed)
             if score is not None:
                 self.bed_scores[(ward, bed)] = (ts, score)
                 out.history.append(["b", ward, bed, ts, round(score, 4)])
+
+    def _beds_of(self, sid: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Each cardiovascular stream's bed index (beds and streams known so far)."""
+        keys = self.streams.keys
+        known = self._bed_of.size
+        if len(keys) > known:
+            grown = np.full(len(keys), -1, dtype=np.int64)
+            grown[:known] = self._bed_of
+            for s in range(known, len(keys)):
+                ward, bed, mid = keys[s]
+                if mid not in _CARDIO:
+                    continue
+                b = self._bed_index.setdefault((ward, bed), len(self._bed_keys))
+                if b == len(self._bed_keys):
+                    self._bed_keys.append((ward, bed))
+                    self._bed_rows.append([-1] * len(_CARDIO))
+                    self._bed_last = np.append(self._bed_last, self.beds.last_t(ward, bed))
+                self._bed_rows[b][_CARDIO.index(mid)] = s
+                if min(self._bed_rows[b]) >= 0:  # every vital has a stream: it may be due
+                    self._bed_last[b] = self.beds.last_t(ward, bed)
+                elif self._bed_last[b] != -math.inf:  # not yet: only once they do
+                    self._bed_last[b] = math.inf
+                grown[s] = b
+            self._bed_of = grown
+        return self._bed_of[sid]
+
+    def restore_beds(self, blob: bytes) -> None:
+        """The multivariate detectors' checkpoint; before the first batch."""
+        self.beds.restore(blob)
+        self._bed_last = np.array([self.beds.last_t(w, b) if min(rows) >= 0 else math.inf
+                                   for (w, b), rows in zip(self._bed_keys, self._bed_rows,
+                                                           strict=True)])
 
     def bed_last_seen(self) -> list[tuple[str, str, float]]:
         """(ward, bed, wall time of its newest sample), for the last-seen metric."""

@@ -64,6 +64,11 @@ class BedAnomaly:
         state = self._beds.get((ward, bed))
         return state is None or t - state.last_t >= self.every_s
 
+    def last_t(self, ward: str, bed: str) -> float:
+        """Observation time of the bed's last turn (−inf: none yet)."""
+        state = self._beds.get((ward, bed))
+        return -float("inf") if state is None else state.last_t
+
     def score(self, ward: str, bed: str, t: float, values: dict[str, float]) -> float | None:
         """Score and learn the bed's vector at observation time ``t``.
 

@@ -61,3 +61,66 @@ def test_how_messages_are_cut_into_batches_does_not_change_the_outcome() -> None
     for p in (one_by_one, together):  # 15 after 20, and the repeated 25: old
         assert p._obs["out_of_order"]._value.get() == 2
         assert p._obs["accepted"]._value.get() == 7
+
+
+class _PlainBeds(Processor):
+    """The per-bed detector's schedule as it was before it was vectorised: every bed with
+    a new accepted cardiovascular sample asks the detector whether it is due."""
+
+    def _score_beds(self, batch, out):  # type: ignore[no-untyped-def]
+        import math
+
+        import numpy as np
+
+        from monitor.pipeline import _CARDIO, _NAMES, _NOT_ACCEPTED
+
+        ok = np.isin(batch.metric, _CARDIO) & ~batch.has(_NOT_ACCEPTED)
+        newest: dict[tuple[str, str], float] = {}
+        for s, ts in zip(batch.sid[ok].tolist(), batch.t[ok].tolist(), strict=True):
+            ward, bed, _ = self.streams.keys[s]
+            newest[(ward, bed)] = max(ts, newest.get((ward, bed), -math.inf))
+        for (ward, bed), ts in newest.items():
+            if not self.beds.due(ward, bed, ts):
+                continue
+            values = {}
+            for mid in _CARDIO:
+                row = self.streams.find(ward, bed, mid)
+                values[_NAMES[mid]] = math.nan if row is None else float(self.streams.value[row])
+            score = self.beds.score(ward, bed, ts, values)
+            if score is not None:
+                self.bed_scores[(ward, bed)] = (ts, score)
+                out.history.append(["b", ward, bed, ts, round(score, 4)])
+
+
+def test_bed_detector_schedule_matches_asking_every_bed_every_batch() -> None:
+    """Beds whose vitals arrive at different cadences, one that gains its blood pressure
+    late, one that never has it, and artifacts: the same bed scores, at the same times."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    units = {"hr": "/min", "sbp": "mm[Hg]", "dbp": "mm[Hg]", "map": "mm[Hg]"}
+    messages = []
+    for k in range(3000):
+        t = T0 + 2.0 * k
+        for bed in range(6):
+            if rng.random() < 0.3:
+                continue
+            vit = {"hr": 70 + rng.normal(0, 3)}
+            if bed != 5 and (bed != 4 or k > 900) and k % (1 + bed) == 0:
+                vit |= {"sbp": 120 + rng.normal(0, 5), "dbp": 75.0, "map": 90.0}
+            if rng.random() < 0.01:
+                vit["hr"] = 250.0  # a motion artifact
+            obs = [{"metric": m, "t": t, "v": float(v), "unit": units[m]} for m, v in vit.items()]
+            messages.append((f"wardwatch/v1/obs/4A/{bed}", orjson.dumps({"obs": obs}), t))
+    new, old = Processor(Metrics(CollectorRegistry())), _PlainBeds(Metrics(CollectorRegistry()))
+    got: list[list[object]] = []
+    want: list[list[object]] = []
+    at = 0
+    while at < len(messages):
+        n = int(rng.integers(1, 40))
+        got += [r for r in new.process(messages[at:at + n]).history if r[0] == "b"]
+        want += [r for r in old.process(messages[at:at + n]).history if r[0] == "b"]
+        at += n
+    assert len(want) > 100
+    assert {r[2] for r in want} == {"0", "1", "2", "3", "4"}
+    assert got == want
