@@ -143,6 +143,7 @@ class Processor:
         recv: list[float] = []
         msg: list[int] = []  # each sample's message: a late sample of a later one is old
         m = self.metrics
+        accepted = 0
         for k, (topic, payload, now) in enumerate(messages):
             kind = None if topic.startswith(OBS_PREFIX) else control_kind(topic)
             if kind is not None:
@@ -160,7 +161,7 @@ class Processor:
                 if n_bad:
                     self._obs["rejected"].inc(n_bad)
             else:
-                self._msg["accepted"].inc()
+                accepted += 1
             if n_ok:
                 index = self.streams.index
                 sid.extend(index(d.ward, d.bed, mid) for mid in d.metric)
@@ -169,6 +170,8 @@ class Processor:
                 vs.extend(d.v)
                 recv.extend([now] * n_ok)
                 msg.extend([k] * n_ok)
+        if accepted:
+            self._msg["accepted"].inc(accepted)
         wall = messages[-1][2]
         if not sid:
             self.alarms.flush()

@@ -72,6 +72,10 @@ _SLOPE_OF_NOTE = np.array([2.0 if m.name == "glucose" else np.inf for m in METRI
 
 
 _HR, _SBP = METRIC_IDS["hr"], METRIC_IDS["sbp"]
+# NEWS2's pulse and systolic bands as arrays (band_of on many values at once), and
+# whether each band scores
+_NEWS2_ARRAYS = [(np.array(r.edges), np.array(r.upper), np.asarray(score) != 0)
+                 for r, score in ((NEWS2_PULSE, NEWS2_PULSE_SCORE), (NEWS2_SBP, NEWS2_SBP_SCORE))]
 _NOT_A_VALUE = ARTIFACT | FLATLINE | STALE_ORDER | INVALID  # not a stream's newest value
 
 
@@ -128,6 +132,7 @@ class Signals:
         self._limits_at = (-1, -1)
         self._bed_index: dict[BedKey, int] = {}
         self._bed_ids: Any = np.empty(0, dtype=np.int64)  # per stream row: its bed's number
+        self._bed_cardio: Any = np.empty((0, 2), dtype=np.int64)  # per bed: HR, SBP rows
 
     def forget(self, ward: str, bed: str, clock: float) -> None:
         """A new admission or a discharge: the bed's old values and streams are history."""
@@ -188,12 +193,14 @@ class Signals:
         # refresh their newest values, all at once; the rest are walked
         n_flagged = np.add.reduceat(flagged[rows[order]], starts)
         ends = np.r_[starts[1:], order.size]
+        # NEWS2's share of _quiet for every bed at once; the rest per bed below
+        loud = self._scoring_news2(bid[order[starts]]) | (n_flagged != 0) | reference
         walks: list[_Walk] = []
         still: list[Any] = []
-        for a, b, nf in zip(starts.tolist(), ends.tolist(), n_flagged.tolist(), strict=True):
+        for a, b, lo in zip(starts.tolist(), ends.tolist(), loud.tolist(), strict=True):
             ward, bed, _ = keys[int(sid[order[a]])]
             part = order[a:b]
-            if not reference and nf == 0 and self._quiet(ward, bed):
+            if not lo and self._quiet(ward, bed, news2=False):
                 still.append(part)
                 continue
             walks.append(_Walk(ward, bed, part, np.flatnonzero(flagged[rows[part]])))
@@ -226,7 +233,24 @@ class Signals:
             for s in range(have, len(keys)):
                 ids[s] = self._bed_index.setdefault(keys[s][:2], len(self._bed_index))
             self._bed_ids = ids
+            cardio = np.full((len(self._bed_index), 2), -1, dtype=np.int64)
+            cardio[:self._bed_cardio.shape[0]] = self._bed_cardio
+            for s in range(have, len(keys)):
+                if keys[s][2] in (_HR, _SBP):
+                    cardio[ids[s], 0 if keys[s][2] == _HR else 1] = s
+            self._bed_cardio = cardio
         return self._bed_ids
+
+    def _scoring_news2(self, beds: Any) -> Any:
+        """Per bed number: whether its newest HR or SBP scores in NEWS2 (the vectorised
+        last part of :meth:`_quiet`)."""
+        out = np.zeros(beds.size, dtype=np.bool_)
+        for col, (edges, upper, scores) in enumerate(_NEWS2_ARRAYS):
+            rows = self._bed_cardio[beds, col]
+            v = np.where(rows >= 0, self._lat_v[np.maximum(rows, 0)], np.nan)[:, None]
+            band = ((v > edges) | (upper & (v == edges))).sum(axis=1)
+            out |= scores[band] & ~np.isnan(v[:, 0])
+        return out
 
     def _next(self, walk: _Walk, k: int, batch: ScoredBatch, rows: Any) -> int | None:
         """The index (in ``walk.pos``) of the bed's next sample to judge after index
@@ -251,15 +275,17 @@ class Signals:
             self._lat_t[s] = batch.t[last[first]]
             self._lat_v[s] = batch.v[last[first]]
 
-    def _quiet(self, ward: str, bed: str) -> bool:
-        """Whether no sample of the bed in its normal band could change anything."""
+    def _quiet(self, ward: str, bed: str, news2: bool = True) -> bool:
+        """Whether no sample of the bed in its normal band could change anything
+        (``news2`` False: its HR and SBP already known not to score)."""
         key = (ward, bed)
         if key in self.engine.hot or self.engine.rules.for_bed(ward, bed).custom:
             return False
         if self.drift and any((ward, bed, name) in self.drift for name in _NAMES):
             return False
         streams = self._streams
-        if streams is not None:  # an abnormal HR or SBP: a normal one makes bed-level news
+        # an abnormal HR or SBP: a normal one makes bed-level news
+        if news2 and streams is not None:
             for m, band, score in ((_HR, NEWS2_PULSE, NEWS2_PULSE_SCORE),
                                    (_SBP, NEWS2_SBP, NEWS2_SBP_SCORE)):
                 s = streams.find(ward, bed, m)

@@ -123,12 +123,21 @@ class Decoded:
 
 def parse_topic(topic: str) -> tuple[str, str] | None:
     """``wardwatch/v1/obs/{ward}/{bed}`` → (ward, bed); anything else → None."""
-    if not topic.startswith(OBS_PREFIX):
-        return None
-    rest = topic[len(OBS_PREFIX) :].split("/")
-    if len(rest) != 2 or not all(_NAME.fullmatch(x) for x in rest):
-        return None
-    return rest[0], rest[1]
+    if topic in _TOPICS:
+        return _TOPICS[topic]
+    where = None
+    if topic.startswith(OBS_PREFIX):
+        rest = topic[len(OBS_PREFIX) :].split("/")
+        if len(rest) == 2 and all(_NAME.fullmatch(x) for x in rest):
+            where = rest[0], rest[1]
+    if len(_TOPICS) >= _TOPICS_MAX:  # a flood of distinct topics: start the cache again
+        _TOPICS.clear()
+    _TOPICS[topic] = where
+    return where
+
+
+_TOPICS: Final[dict[str, tuple[str, str] | None]] = {}  # topic → parse_topic's answer
+_TOPICS_MAX: Final = 65_536
 
 
 def _loads(payload: bytes) -> Any:

@@ -167,3 +167,44 @@ def test_values_never_judged_count_in_bed_level_rules(cut: bool) -> None:
     shock = [e for e in ref.events if e[5] == "shock_index.high"]
     assert shock and shock[0][8] == T0 + 362.5  # the first reading 60 s after the onset
     assert new.events == ref.events
+
+
+def test_news2_part_of_quiet_at_once_is_the_per_bed_answer() -> None:
+    """The vectorised NEWS2 check (every bed of a batch at once) against band_of, per
+    bed: values on and around every edge, missing streams, no value yet."""
+    from monitor.rules import NEWS2_PULSE, NEWS2_SBP
+    from monitor.ruleset import NEWS2_PULSE_SCORE, NEWS2_SBP_SCORE
+    from monitor.signals import Signals
+
+    engine = AlarmEngine()
+    signals = Signals(engine)
+    scorer = Scorer()
+    rng = np.random.default_rng(3)
+    edges = sorted({*NEWS2_PULSE.edges, *NEWS2_SBP.edges})
+    values = [np.nan, *edges, *(e + 0.5 for e in edges), *(e - 0.5 for e in edges), 0.0, 300.0]
+    beds = []
+    for b in range(400):
+        have = rng.integers(0, 4)  # none, HR, SBP, both
+        hr = scorer.streams.index("4A", str(b), METRIC_IDS["hr"]) if have & 1 else None
+        sbp = scorer.streams.index("4A", str(b), METRIC_IDS["sbp"]) if have & 2 else None
+        scorer.streams.index("4A", str(b), METRIC_IDS["glucose"])
+        beds.append((hr, sbp))
+    signals._grow(scorer.streams)
+    ids = signals._bed_ids_for(scorer.streams.keys)
+    for hr, sbp in beds:
+        for row in (hr, sbp):
+            if row is not None:
+                signals._lat_v[row] = rng.choice(values)
+    want = []
+    for hr, sbp in beds:
+        loud = False
+        for row, rule, score in ((hr, NEWS2_PULSE, NEWS2_PULSE_SCORE),
+                                 (sbp, NEWS2_SBP, NEWS2_SBP_SCORE)):
+            v = np.nan if row is None else float(signals._lat_v[row])
+            loud |= v == v and score[rule.band_of(v)] != 0
+        want.append(loud)
+    bed_numbers = np.array([ids[scorer.streams.find("4A", str(b), METRIC_IDS["glucose"])]
+                            for b in range(400)])
+    got = signals._scoring_news2(bed_numbers).tolist()
+    assert sum(want) > 50
+    assert got == want
