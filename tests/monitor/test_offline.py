@@ -156,6 +156,28 @@ def test_cells_that_need_quotes_survive_and_plain_files_stay_plain(tmp_path: Pat
         (str(t0), "7,5"), (str(t0 + 5), '8"0'), (str(t0 + 10), "81")]
 
 
+@pytest.mark.parametrize("quote", [False, True])
+def test_rows_formatted_in_chunks_on_several_threads_come_out_whole_and_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quote: bool) -> None:
+    """The writer formats chunks of rows on threads: the file must be the one written in
+    one piece, quoted or not (a cell needing quotes in the last chunk only)."""
+    import monitor.offline
+
+    t0 = 1_763_856_000
+    src = tmp_path / "in.csv"
+    rows = [(str(t0 + 5 * i), f"{70 + (i * 7) % 60}") for i in range(2_000)]
+    if quote:
+        rows[-1] = (rows[-1][0], '"7,5"')
+    write(src, rows)
+    whole, chunked = tmp_path / "whole.csv", tmp_path / "chunked.csv"
+    score_csv("hr", src, whole)
+    monkeypatch.setattr(monitor.offline, "WRITE_CHUNK", 97)
+    score_csv("hr", src, chunked)
+    assert chunked.read_bytes() == whole.read_bytes()
+    assert len(read(chunked)) == 2_000
+    assert (b'"' in chunked.read_bytes()) == quote
+
+
 @pytest.mark.parametrize("stamps", [
     ["1763856000", "1763856005.5", "", "1763856010"],  # seconds, a blank
     ["1763856000000", "1763856005000", "1763856010000", "1763856015000"],  # milliseconds
