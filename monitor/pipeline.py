@@ -377,8 +377,7 @@ class Processor:
             values = {_NAMES[mid]: math.nan if row < 0 else float(value[row])
                       for mid, row in zip(_CARDIO, rows, strict=True)}
             score = self.beds.score(ward, bed, ts, values)
-            # the detector's own turn, or never while a vital has no stream yet
-            self._bed_last[b] = math.inf if min(rows) < 0 else self.beds.last_t(ward, bed)
+            self._bed_last[b] = self._bed_turn(b)
             if score is not None:
                 self.bed_scores[(ward, bed)] = (ts, score)
                 out.history.append(["b", ward, bed, ts, round(score, 4)])
@@ -398,22 +397,24 @@ class Processor:
                 if b == len(self._bed_keys):
                     self._bed_keys.append((ward, bed))
                     self._bed_rows.append([-1] * len(_CARDIO))
-                    self._bed_last = np.append(self._bed_last, self.beds.last_t(ward, bed))
+                    self._bed_last = np.append(self._bed_last, math.inf)
                 self._bed_rows[b][_CARDIO.index(mid)] = s
-                if min(self._bed_rows[b]) >= 0:  # every vital has a stream: it may be due
-                    self._bed_last[b] = self.beds.last_t(ward, bed)
-                elif self._bed_last[b] != -math.inf:  # not yet: only once they do
-                    self._bed_last[b] = math.inf
+                self._bed_last[b] = self._bed_turn(b)
                 grown[s] = b
             self._bed_of = grown
         return self._bed_of[sid]
 
+    def _bed_turn(self, b: int) -> float:
+        """When bed ``b`` last had its turn (−inf: never), from which the next is due;
+        +inf while one of its vitals has no stream: it cannot be scored."""
+        if min(self._bed_rows[b]) < 0:
+            return math.inf
+        return self.beds.last_t(*self._bed_keys[b])
+
     def restore_beds(self, blob: bytes) -> None:
         """The multivariate detectors' checkpoint; before the first batch."""
         self.beds.restore(blob)
-        self._bed_last = np.array([self.beds.last_t(w, b) if min(rows) >= 0 else math.inf
-                                   for (w, b), rows in zip(self._bed_keys, self._bed_rows,
-                                                           strict=True)])
+        self._bed_last = np.array([self._bed_turn(b) for b in range(len(self._bed_keys))])
 
     def bed_last_seen(self) -> list[tuple[str, str, float]]:
         """(ward, bed, wall time of its newest sample), for the last-seen metric."""
