@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from monitor.alarms import AlarmEvent
 from monitor.deadletters import DeadLetters
@@ -110,12 +109,7 @@ class Processor:
         self.alarms.on_fire = lambda ev: fired.labels(ev.ward, ev.bed, ev.code, ev.priority).inc()
         self.beds = BedAnomaly()
         self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
-        # the detector's beds as arrays (see _score_beds): stream row → bed index, each
-        # bed's key, stream rows of its four vitals, and the time of its last turn
-        self._bed_of = np.zeros(0, dtype=np.int64)
-        self._bed_index: dict[tuple[str, str], int] = {}
-        self._bed_keys: list[tuple[str, str]] = []
-        self._bed_rows: list[list[int]] = []
+        # per bed number (StreamTable's): the detector's last turn, −inf for none yet
         self._bed_last = np.zeros(0)
         self.trends = MinuteTrends(trend_hours)
         self.rejects = RateLimitedLog()
@@ -355,66 +349,39 @@ class Processor:
         """The multivariate detector, once per bed with new accepted cardiovascular samples
         whose turn has come (every ``beds.every_s`` of observation time).
 
-        A bed that is not due, or lacks one of the four vitals, is passed over with array
-        operations: Python runs only for beds whose turn has come. Artifacts never reach
-        the detector.
+        A bed that is not due, or has no stream of one of the four vitals, is passed over
+        with array operations: Python runs only for beds whose turn has come. Artifacts
+        never reach the detector.
         """
         ok = _IS_CARDIO[batch.metric] & ((batch.status & _NOT_ACCEPTED) == 0)
         if not ok.any():
             return
+        st = self.streams
+        if len(st.bed_keys) > self._bed_last.size:
+            more = len(st.bed_keys) - self._bed_last.size
+            self._bed_last = np.concatenate([self._bed_last, np.full(more, -math.inf)])
         sid, t = batch.sid[ok], batch.t[ok]
-        beds = self._beds_of(sid)
-        due = t - self._bed_last[beds] >= self.beds.every_s
+        beds = st.bed[sid]
+        have = (st.bed_rows[beds][:, list(_CARDIO)] >= 0).all(axis=1)
+        due = have & (t - self._bed_last[beds] >= self.beds.every_s)
         if not due.any():
             return
         newest: dict[int, float] = {}
         for b, ts in zip(beds[due].tolist(), t[due].tolist(), strict=True):
             newest[b] = max(ts, newest.get(b, -math.inf))
-        value = self.streams.value
         for b, ts in newest.items():
-            ward, bed = self._bed_keys[b]
-            rows = self._bed_rows[b]
-            values = {_NAMES[mid]: math.nan if row < 0 else float(value[row])
-                      for mid, row in zip(_CARDIO, rows, strict=True)}
+            ward, bed = st.bed_keys[b]
+            values = {_NAMES[mid]: float(st.value[st.bed_rows[b, mid]]) for mid in _CARDIO}
             score = self.beds.score(ward, bed, ts, values)
-            self._bed_last[b] = self._bed_turn(b)
+            self._bed_last[b] = self.beds.last_t(ward, bed)
             if score is not None:
                 self.bed_scores[(ward, bed)] = (ts, score)
                 out.history.append(["b", ward, bed, ts, round(score, 4)])
 
-    def _beds_of(self, sid: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Each cardiovascular stream's bed index (beds and streams known so far)."""
-        keys = self.streams.keys
-        known = self._bed_of.size
-        if len(keys) > known:
-            grown = np.full(len(keys), -1, dtype=np.int64)
-            grown[:known] = self._bed_of
-            for s in range(known, len(keys)):
-                ward, bed, mid = keys[s]
-                if mid not in _CARDIO:
-                    continue
-                b = self._bed_index.setdefault((ward, bed), len(self._bed_keys))
-                if b == len(self._bed_keys):
-                    self._bed_keys.append((ward, bed))
-                    self._bed_rows.append([-1] * len(_CARDIO))
-                    self._bed_last = np.append(self._bed_last, math.inf)
-                self._bed_rows[b][_CARDIO.index(mid)] = s
-                self._bed_last[b] = self._bed_turn(b)
-                grown[s] = b
-            self._bed_of = grown
-        return self._bed_of[sid]
-
-    def _bed_turn(self, b: int) -> float:
-        """When bed ``b`` last had its turn (−inf: never), from which the next is due;
-        +inf while one of its vitals has no stream: it cannot be scored."""
-        if min(self._bed_rows[b]) < 0:
-            return math.inf
-        return self.beds.last_t(*self._bed_keys[b])
-
     def restore_beds(self, blob: bytes) -> None:
         """The multivariate detectors' checkpoint; before the first batch."""
         self.beds.restore(blob)
-        self._bed_last = np.array([self._bed_turn(b) for b in range(len(self._bed_keys))])
+        self._bed_last = np.array([self.beds.last_t(w, b) for w, b in self.streams.bed_keys])
 
     def bed_last_seen(self) -> list[tuple[str, str, float]]:
         """(ward, bed, wall time of its newest sample), for the last-seen metric."""

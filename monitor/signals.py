@@ -74,8 +74,8 @@ _SLOPE_OF_NOTE = np.array([2.0 if m.name == "glucose" else np.inf for m in METRI
 _HR, _SBP = METRIC_IDS["hr"], METRIC_IDS["sbp"]
 # NEWS2's pulse and systolic bands as arrays (band_of on many values at once), and
 # whether each band scores
-_NEWS2_ARRAYS = [(np.array(r.edges), np.array(r.upper), np.asarray(score) != 0)
-                 for r, score in ((NEWS2_PULSE, NEWS2_PULSE_SCORE), (NEWS2_SBP, NEWS2_SBP_SCORE))]
+_NEWS2_ARRAYS = {r.metric: (np.array(r.edges), np.array(r.upper), np.asarray(score) != 0)
+                 for r, score in ((NEWS2_PULSE, NEWS2_PULSE_SCORE), (NEWS2_SBP, NEWS2_SBP_SCORE))}
 _NOT_A_VALUE = ARTIFACT | FLATLINE | STALE_ORDER | INVALID  # not a stream's newest value
 
 
@@ -130,9 +130,6 @@ class Signals:
         self.monitored_since: dict[BedKey, float] = {}
         self._limits: Any = np.empty(0)
         self._limits_at = (-1, -1)
-        self._bed_index: dict[BedKey, int] = {}
-        self._bed_ids: Any = np.empty(0, dtype=np.int64)  # per stream row: its bed's number
-        self._bed_cardio: Any = np.empty((0, 2), dtype=np.int64)  # per bed: HR, SBP rows
 
     def forget(self, ward: str, bed: str, clock: float) -> None:
         """A new admission or a discharge: the bed's old values and streams are history."""
@@ -186,7 +183,7 @@ class Signals:
         if rows.size == 0:
             return []
         sid = batch.sid[rows]
-        bid = self._bed_ids_for(keys)[sid]
+        bid = streams.bed[sid]
         order = np.argsort(bid, kind="stable")  # per bed, positions in time order
         starts = np.flatnonzero(np.r_[True, np.diff(bid[order]) != 0])
         # beds with no flagged sample that are quiet now stay quiet all batch: they only
@@ -194,7 +191,7 @@ class Signals:
         n_flagged = np.add.reduceat(flagged[rows[order]], starts)
         ends = np.r_[starts[1:], order.size]
         # NEWS2's share of _quiet for every bed at once; the rest per bed below
-        loud = self._scoring_news2(bid[order[starts]]) | (n_flagged != 0) | reference
+        loud = self._scoring_news2(streams, bid[order[starts]]) | (n_flagged != 0) | reference
         walks: list[_Walk] = []
         still: list[Any] = []
         for a, b, lo in zip(starts.tolist(), ends.tolist(), loud.tolist(), strict=True):
@@ -224,29 +221,12 @@ class Signals:
         events.sort(key=lambda e: (e[2].t, e[0], e[1]))
         return [(int(rows[p]), ev) for p, _, ev in events]
 
-    def _bed_ids_for(self, keys: list[tuple[str, str, int]]) -> Any:
-        """Per stream row, a number for its bed (stream rows are only ever appended)."""
-        have = self._bed_ids.size
-        if have < len(keys):
-            ids = np.empty(len(keys), dtype=np.int64)
-            ids[:have] = self._bed_ids
-            for s in range(have, len(keys)):
-                ids[s] = self._bed_index.setdefault(keys[s][:2], len(self._bed_index))
-            self._bed_ids = ids
-            cardio = np.full((len(self._bed_index), 2), -1, dtype=np.int64)
-            cardio[:self._bed_cardio.shape[0]] = self._bed_cardio
-            for s in range(have, len(keys)):
-                if keys[s][2] in (_HR, _SBP):
-                    cardio[ids[s], 0 if keys[s][2] == _HR else 1] = s
-            self._bed_cardio = cardio
-        return self._bed_ids
-
-    def _scoring_news2(self, beds: Any) -> Any:
+    def _scoring_news2(self, streams: StreamTable, beds: Any) -> Any:
         """Per bed number: whether its newest HR or SBP scores in NEWS2 (the vectorised
         last part of :meth:`_quiet`)."""
         out = np.zeros(beds.size, dtype=np.bool_)
-        for col, (edges, upper, scores) in enumerate(_NEWS2_ARRAYS):
-            rows = self._bed_cardio[beds, col]
+        for mid, (edges, upper, scores) in _NEWS2_ARRAYS.items():
+            rows = streams.bed_rows[beds, mid]
             v = np.where(rows >= 0, self._lat_v[np.maximum(rows, 0)], np.nan)[:, None]
             band = ((v > edges) | (upper & (v == edges))).sum(axis=1)
             out |= scores[band] & ~np.isnan(v[:, 0])

@@ -52,6 +52,12 @@ class StreamTable:
         self._index: dict[tuple[str, str, int], int] = {}
         self.keys: list[tuple[str, str, int]] = []
         self.wall_seen = np.zeros(capacity)  # wall clock of the last sample received
+        # beds, numbered as they appear: each stream's bed, and each bed's stream per
+        # metric id (−1: none), for work done per bed with arrays
+        self._beds: dict[tuple[str, str], int] = {}
+        self.bed_keys: list[tuple[str, str]] = []
+        self.bed = np.zeros(capacity, dtype=np.int64)
+        self.bed_rows = np.full((64, GENERIC + 1), -1, dtype=np.int64)
         self.fs, self.ist, self.rt, self.rx, self.rok, self.sw, self.gh = _blank(capacity)
 
     def __len__(self) -> int:
@@ -71,6 +77,13 @@ class StreamTable:
                 self._grow()
             self._index[key] = sid
             self.keys.append(key)
+            b = self._beds.setdefault((ward, bed), len(self.bed_keys))
+            if b == len(self.bed_keys):
+                self.bed_keys.append((ward, bed))
+                if b == self.bed_rows.shape[0]:
+                    self.bed_rows = np.concatenate([self.bed_rows, np.full_like(self.bed_rows, -1)])
+            self.bed[sid] = b
+            self.bed_rows[b, metric] = sid
         return sid
 
     @property
@@ -100,6 +113,7 @@ class StreamTable:
         wall = np.zeros(old_n * 2)
         wall[:old_n] = self.wall_seen
         self.wall_seen = wall
+        self.bed = np.concatenate([self.bed, np.zeros(old_n, dtype=np.int64)])
 
     def row_state(self, s: int) -> bytes:
         """Stream ``s``'s whole state as bytes (``ROW_BYTES`` of them; see set_row_state)."""

@@ -190,7 +190,6 @@ def test_news2_part_of_quiet_at_once_is_the_per_bed_answer() -> None:
         scorer.streams.index("4A", str(b), METRIC_IDS["glucose"])
         beds.append((hr, sbp))
     signals._grow(scorer.streams)
-    ids = signals._bed_ids_for(scorer.streams.keys)
     for hr, sbp in beds:
         for row in (hr, sbp):
             if row is not None:
@@ -203,8 +202,7 @@ def test_news2_part_of_quiet_at_once_is_the_per_bed_answer() -> None:
             v = np.nan if row is None else float(signals._lat_v[row])
             loud |= v == v and score[rule.band_of(v)] != 0
         want.append(loud)
-    bed_numbers = np.array([ids[scorer.streams.find("4A", str(b), METRIC_IDS["glucose"])]
-                            for b in range(400)])
-    got = signals._scoring_news2(bed_numbers).tolist()
+    glucose = [scorer.streams.find("4A", str(b), METRIC_IDS["glucose"]) for b in range(400)]
+    got = signals._scoring_news2(scorer.streams, scorer.streams.bed[glucose]).tolist()
     assert sum(want) > 50
     assert got == want
