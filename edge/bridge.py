@@ -396,7 +396,8 @@ class Bridge:
 
             js = JetStreamForwarder(b.nats, self.spool, window=b.window, name=b.client_id,
                                     published=self.metrics.published,
-                                    connected=self._set_connected, wake=self._wake)
+                                    connected=self._set_connected, wake=self._wake,
+                                    gauges=self._gauges)
             forward = asyncio.create_task(js.run(), name="bridge forwarder")
         else:
             self._start_mqtt()

@@ -49,7 +49,7 @@ class JetStreamForwarder:
 
     def __init__(self, urls: str, spool: Spool, *, window: int, name: str,
                  published: Any, connected: Callable[[bool], None],
-                 wake: asyncio.Event) -> None:
+                 wake: asyncio.Event, gauges: Callable[[], None]) -> None:
         self.urls = broker_urls(urls)
         self.spool = spool
         self.window = window
@@ -57,6 +57,7 @@ class JetStreamForwarder:
         self.published = published  # a Counter
         self.connected = connected
         self.wake = wake
+        self.gauges = gauges  # the spool's depth and age to /metrics
 
     def _msg_id(self, seq: int, payload: bytes) -> str:
         # the spool's sequence is never reused (AUTOINCREMENT); the checksum guards
@@ -75,6 +76,7 @@ class JetStreamForwarder:
             js = nc.jetstream()
             failing = False
             while True:
+                self.gauges()
                 batch = self.spool.after(0, self.window)
                 if not batch:
                     self.wake.clear()

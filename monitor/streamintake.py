@@ -42,10 +42,10 @@ def subject_topic(subject: str) -> str:
     return "wardwatch/v1/" + "/".join(parts[3:])
 
 
-
 async def log_nats_error(exc: Exception) -> None:
     """nats-py's ``error_cb``: a lost node in one line (its default logs a traceback)."""
     log.warning("NATS connection: %s", exc or type(exc).__name__)
+
 
 async def ensure_stream(js: Any, *, replicas: int, retention_s: float) -> None:
     """Create the intake stream if it is not there yet (any worker may; the first does)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,57 @@ async def test_the_readmes_example_message_is_taken(services: Any, tmp_path: Pat
         _, body = await got.next()
     assert [(o["metric"], o["v"]) for o in body["obs"]] == [("hr", 132), ("sbp", 88),
                                                             ("dbp", 52)]
+
+
+async def test_through_jetstream_the_spool_gauges_show_what_waits_and_drain_with_the_stream(
+        services: Any, tmp_path: Path) -> None:
+    """``[bridge] nats``: while JetStream stores nothing (no stream for the subjects yet)
+    the spooled messages show on /metrics; once a stream takes them, they leave the spool
+    and the gauge says so."""
+    import nats
+
+    from tests.conftest import services_mod
+    from tests.edge.devices import listening
+
+    services_mod.ensure_installed(("nats-server",))
+    port = services_mod.free_port()
+    server = _jetstream_server(tmp_path, port)
+    nc = None
+    try:
+        end = asyncio.get_running_loop().time() + 30
+        while not await listening(port):
+            assert asyncio.get_running_loop().time() < end, "nats-server did not start"
+            await asyncio.sleep(0.1)
+        settings = bridge_settings(services.started["mosquitto"].url, tmp_path / "store",
+                                   nats=f"nats://127.0.0.1:{port}")
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        async with running_bridge(settings) as bridge, MllpClient(bridge.port) as dev:
+            for i in range(3):
+                ack = await dev.send(oru(f"J{i}", "8E^1", [
+                    ("8867-4^HR^LN", str(70 + i), "/min", now + dt.timedelta(seconds=i))],
+                    sent=now))
+                assert ack.msa[1] == "AA"
+            assert bridge.bridge.spool.depth == 3
+            await bridge.wait_for(
+                lambda: "wardwatch_bridge_spool_messages 3.0" in bridge.metrics_text(),
+                "the spool's depth on /metrics")
+            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            js = nc.jetstream()
+            await js.add_stream(name="TEST", subjects=["wardwatch.>"])
+            await bridge.wait_for(lambda: bridge.bridge.spool.depth == 0, "the spool to drain")
+            await bridge.wait_for(
+                lambda: "wardwatch_bridge_spool_messages 0.0" in bridge.metrics_text(),
+                "the drained spool on /metrics")
+            assert (await js.stream_info("TEST")).state.messages == 3
+    finally:
+        if nc is not None:
+            await nc.close()
+        server.terminate()
+        server.wait(30)
+
+
+def _jetstream_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """One plain nats-server with JetStream on, its log in ``folder/nats.log``."""
+    with open(folder / "nats.log", "wb") as log:
+        return subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
+                                 "-sd", str(folder / "js")], stdout=log, stderr=log)
