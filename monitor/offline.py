@@ -176,12 +176,13 @@ def _write_chunks(table: Any, fh: Any, quoting: str) -> None:
 
 
 def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
-              ack_after: float = 120.0) -> ScoreSummary:
+              ack_after: float = 120.0, chunk: int = 250_000) -> ScoreSummary:
     """Score ``src`` as ``metric`` and write the contract's columns to ``dst``.
 
     ``ack_after``: a modelled responder acknowledges each alarm this many seconds (of
     observation time) after it sounds, so a latched alarm never hides the next episode;
-    0: nobody answers."""
+    0: nobody answers. ``chunk``: rows scored at a time (the outcome does not depend on
+    it; see :func:`_score_sorted`)."""
     import time
 
     started = time.perf_counter()
@@ -206,23 +207,61 @@ def score_csv(metric: str, src: Path, dst: Path, unit: str | None = None, *,
                                      f"{', '.join(spec.units)}")
             v = v * spec.units[unit]
         scorer = Scorer()
-    n = len(frame)
+    score, forecast, alerts, fired, unreadable = _score_sorted(scorer, mid, t, v,
+                                                               ack_after, chunk)
+    _write(dst, frame, score, forecast, alerts)
+    return ScoreSummary(len(frame), unreadable, fired, time.perf_counter() - started)
+
+
+def _score_sorted(scorer: Scorer, mid: int, t: npt.NDArray[np.float64],
+                  v: npt.NDArray[np.float64], ack_after: float, chunk: int
+                  ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
+                             dict[int, str], int, int]:
+    """Score the rows in time order, ``chunk`` rows at a time, as the daemon
+    scores micro-batches (the state carries over: the same outcome as one batch): the
+    kernel scores chunk k+1 on another thread (it lets go of the GIL) while the alarm
+    engine walks chunk k. The engine reads the stream's cadence from the table, which the
+    kernel moves, so it is given a copy of the table as chunk k left it: the output
+    never depends on how the two threads interleave.
+
+    Returns score and forecast in file order, the alarm codes of the rows that have any
+    (file row → ``;``-joined codes), how many alarms fired and how many rows were
+    unreadable."""
+    import concurrent.futures
+    import copy
+
+    n = t.size
     sid = np.full(n, scorer.streams.index("offline", "1", mid), dtype=np.int64)
+    metric = np.full(n, mid, dtype=np.int64)
     order = np.argsort(t, kind="stable")  # NaN times sort last; the kernel ignores them
-    batch = scorer.score(sid, np.full(n, mid, dtype=np.int64), t[order], v[order], 0.0)
-    # the scorer sorts by (stream, time) too, stably: batch row j is file row order[j]
-    back = order
+    # the scorer keeps (stream, time) order too, stably: sorted row j is file row order[j]
+    ts, vs = t[order], v[order]
     score = np.empty(n)
     forecast = np.empty(n)
-    score[back] = batch.score
-    forecast[back] = batch.forecast
-    alerts: dict[int, str] = {}  # file row → its codes
-    fired = 0
-    for j, ev in AlarmEngine(ack_after=ack_after).update(batch, scorer.streams):
-        if ev.state == "firing":
-            r = int(back[j])
-            alerts[r] = f"{alerts[r]};{ev.code}" if r in alerts else ev.code
-            fired += 1
-    _write(dst, frame, score, forecast, alerts)
-    unreadable = int(np.count_nonzero(batch.has(INVALID)))
-    return ScoreSummary(n, unreadable, fired, time.perf_counter() - started)
+    alerts: dict[int, str] = {}
+    fired = unreadable = 0
+    engine = AlarmEngine(ack_after=ack_after)
+    seen = copy.copy(scorer.streams)  # what the engine reads: shares all but ``fs``
+    cuts = list(range(0, n, chunk)) or [0]
+
+    def run(a: int) -> Any:
+        b = min(a + chunk, n)
+        return scorer.score(sid[a:b], metric[a:b], ts[a:b], vs[a:b], 0.0)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(run, cuts[0])
+        for i, a in enumerate(cuts):
+            batch = pending.result()
+            seen.fs = scorer.streams.fs.copy()
+            if i + 1 < len(cuts):
+                pending = pool.submit(run, cuts[i + 1])
+            rows = order[a:a + len(batch)]
+            score[rows] = batch.score
+            forecast[rows] = batch.forecast
+            unreadable += int(np.count_nonzero(batch.has(INVALID)))
+            for j, ev in engine.update(batch, seen):
+                if ev.state == "firing":
+                    r = int(rows[j])
+                    alerts[r] = f"{alerts[r]};{ev.code}" if r in alerts else ev.code
+                    fired += 1
+    return score, forecast, alerts, fired, unreadable

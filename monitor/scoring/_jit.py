@@ -10,6 +10,8 @@
   (``Flags.nrt``) rather than a documented option, so numba is pinned in
   ``constraints.txt``; a kernel that tried to allocate would fail to compile, not
   misbehave.
+* ``nogil=True``: a kernel lets go of the GIL while it runs, so offline ``score`` runs
+  the kernel on one chunk while the alarm engine (Python) walks the one before.
 * ``u(i)`` in the hottest loops: Numba wraps a negative signed index (``a[-1]``) with a
   compare-and-add on every access, which LLVM cannot drop when it cannot prove the index
   non-negative (an index moved by a comparison, as in a branch-free partition); an
@@ -26,7 +28,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-_OPTIONS: dict[str, Any] = {"cache": True, "_nrt": False}  # _nrt is not in numba's stubs
+# _nrt is not in numba's stubs
+_OPTIONS: dict[str, Any] = {"cache": True, "_nrt": False, "nogil": True}
 
 kernel = njit(**_OPTIONS)  # an entry point, called from Python
 helper = njit(inline="always", **_OPTIONS)  # called from a kernel only

@@ -178,6 +178,35 @@ def test_rows_formatted_in_chunks_on_several_threads_come_out_whole_and_in_order
     assert (b'"' in chunked.read_bytes()) == quote
 
 
+@pytest.mark.parametrize("metric", ["hr", "glucose"])
+def test_scoring_in_chunks_on_two_threads_gives_the_file_scored_in_one_piece(
+        tmp_path: Path, metric: str) -> None:
+    """The kernel scores a chunk while the alarm engine walks the one before: however
+    the rows are cut, the output (scores, forecasts, every alarm at its row) is that of
+    one batch, with disordered, repeated and unreadable rows and a line flush."""
+    rng = np.random.default_rng(11)
+    t0 = 1_763_856_000
+    n, step = 1_500, (5 if metric == "hr" else 300)
+    base = 75.0 if metric == "hr" else 120.0
+    swing = 60.0 if metric == "hr" else 80.0  # tachycardia / hypoglycaemia episodes
+    vals = base + swing * np.sin(np.arange(n) / 90.0) ** 3 + rng.normal(0, 2, n)
+    rows = [(str(t0 + step * i + int(rng.integers(0, 3))), f"{x:.1f}")
+            for i, x in enumerate(vals)]
+    rows[700] = (rows[700][0], "0")  # a flush or a dropped sensor
+    rows[300], rows[301] = rows[301], rows[300]
+    rows[400] = rows[399]  # a repeat
+    rows[500] = (rows[500][0], "n/a")
+    rows[600] = ("later", rows[600][1])
+    write(src := tmp_path / "in.csv", rows)
+    outs = []
+    for chunk in (10**9, 64, 7):
+        dst = tmp_path / f"out{chunk}.csv"
+        summary = score_csv(metric, src, dst, chunk=chunk)
+        outs.append((dst.read_bytes(), summary.alerts, summary.unreadable))
+    assert outs[1] == outs[0] and outs[2] == outs[0]
+    assert outs[0][1] >= 4 and outs[0][2] == 2  # it did raise alarms, and saw bad rows
+
+
 @pytest.mark.parametrize("stamps", [
     ["1763856000", "1763856005.5", "", "1763856010"],  # seconds, a blank
     ["1763856000000", "1763856005000", "1763856010000", "1763856015000"],  # milliseconds
