@@ -59,11 +59,6 @@ class BedAnomaly:
                 f"height={self.height}, window_size={self.window_size}, "
                 f"protect={self.protect}, seed={self.seed})")
 
-    def due(self, ward: str, bed: str, t: float) -> bool:
-        """Whether a call for this bed at ``t`` would be scored (cheap; no values needed)."""
-        state = self._beds.get((ward, bed))
-        return state is None or t - state.last_t >= self.every_s
-
     def last_t(self, ward: str, bed: str) -> float:
         """Observation time of the bed's last turn (−inf: none yet)."""
         state = self._beds.get((ward, bed))

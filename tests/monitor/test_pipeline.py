@@ -80,7 +80,7 @@ class _PlainBeds(Processor):
             ward, bed, _ = self.streams.keys[s]
             newest[(ward, bed)] = max(ts, newest.get((ward, bed), -math.inf))
         for (ward, bed), ts in newest.items():
-            if not self.beds.due(ward, bed, ts):
+            if ts - self.beds.last_t(ward, bed) < self.beds.every_s:  # not due
                 continue
             values = {}
             for mid in _CARDIO:
