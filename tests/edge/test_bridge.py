@@ -171,11 +171,7 @@ async def test_spool_fills_while_the_broker_is_away_refuses_at_its_bound_and_dra
         settings = bridge_settings(url, tmp_path / "store", spool_max_messages=3)
         now = dt.datetime.now(dt.UTC)
         async with running_bridge(settings) as bridge, MllpClient(bridge.port) as dev:
-            for i in range(3):
-                ack = await dev.send(oru(f"Q{i}", "7D^1", [
-                    ("8867-4^HR^LN", str(80 + i), "/min", now + dt.timedelta(seconds=i))],
-                    sent=now))
-                assert ack.msa[1] == "AA"
+            await _three_hr_accepted(dev, "Q", "7D^1", 80, now)
             ack = await dev.send(oru("Q3", "7D^1", [("8867-4^HR^LN", "90", "/min", now)],
                                      sent=now))
             assert ack.msa[1] == "AE" and "spool full" in ack.msa[3]
@@ -261,11 +257,7 @@ async def test_through_jetstream_the_spool_gauges_show_what_waits_and_drain_with
                                    nats=f"nats://127.0.0.1:{port}")
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         async with running_bridge(settings) as bridge, MllpClient(bridge.port) as dev:
-            for i in range(3):
-                ack = await dev.send(oru(f"J{i}", "8E^1", [
-                    ("8867-4^HR^LN", str(70 + i), "/min", now + dt.timedelta(seconds=i))],
-                    sent=now))
-                assert ack.msa[1] == "AA"
+            await _three_hr_accepted(dev, "J", "8E^1", 70, now)
             assert bridge.bridge.spool.depth == 3
             await bridge.wait_for(
                 lambda: "wardwatch_bridge_spool_messages 3.0" in bridge.metrics_text(),
@@ -290,3 +282,12 @@ def _jetstream_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
     with open(folder / "nats.log", "wb") as log:
         return subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
                                  "-sd", str(folder / "js")], stdout=log, stderr=log)
+
+
+async def _three_hr_accepted(dev: MllpClient, prefix: str, bed: str, base: int,
+                             now: dt.datetime) -> None:
+    """Send three ORUs of one HR each (``base``, +1, +2; a second apart); each gets AA."""
+    for i in range(3):
+        ack = await dev.send(oru(f"{prefix}{i}", bed, [
+            ("8867-4^HR^LN", str(base + i), "/min", now + dt.timedelta(seconds=i))], sent=now))
+        assert ack.msa[1] == "AA"
