@@ -98,9 +98,11 @@ async def test_framing_as_devices_really_send_it(services: Any, tmp_path: Path) 
         # only codes it does not watch: accepted, nothing published
         assert (await dev.send(oru("SPO2", "5B^3", [("59408-5^SpO2^LN", "96", "%", now)],
                                    sent=now))).msa[1] == "AA"
-        # a 1 MB message: every observation arrives
+        # a 1 MB message: every observation arrives. Its times carry a fixed four-digit
+        # fraction, so its length does not depend on the clock's microseconds.
+        base = now.replace(microsecond=123_400)
         big_rows = [("8867-4^HR^LN", str(60 + i % 40), "/min",
-                     now - dt.timedelta(seconds=20_000 - i)) for i in range(15_000)]
+                     base - dt.timedelta(seconds=20_000 - i)) for i in range(15_000)]
         big = oru("BIG", "5B^4", big_rows, sent=now)
         assert len(big) > 1_000_000
         ack = await dev.send(big, within=60)
