@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,3 +47,37 @@ def test_each_store_creates_its_folder_and_runs_in_wal_mode(tmp_path: Path, what
     store = opener(path)
     mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]  # type: ignore[attr-defined]
     assert (path.exists(), mode) == (True, "wal")
+
+
+def test_history_from_an_earlier_version_opens_with_one_row_per_sample_and_one_index(
+        tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    old = sqlite3.connect(path)  # as a version before the unique index left it
+    old.executescript("""
+        CREATE TABLE vitals (ward TEXT NOT NULL, bed TEXT NOT NULL, metric TEXT NOT NULL,
+                             t REAL NOT NULL, value REAL NOT NULL, score REAL, forecast REAL);
+        CREATE INDEX vitals_stream_t ON vitals (ward, bed, metric, t);
+        INSERT INTO vitals VALUES ('4A', '1', 'hr', 10.0, 70, NULL, NULL),
+                                  ('4A', '1', 'hr', 10.0, 71, NULL, NULL),
+                                  ('4A', '1', 'hr', 11.0, 72, NULL, NULL),
+                                  ('4A', '2', 'hr', 10.0, 73, NULL, NULL);
+    """)
+    old.close()
+
+    def look() -> tuple[list[tuple[str, int]], list[tuple[object, ...]]]:
+        db = sqlite3.connect(path)
+        indexes = db.execute("SELECT name, \"unique\" FROM pragma_index_list('vitals')"
+                             " ORDER BY name").fetchall()
+        rows = db.execute("SELECT bed, t, value FROM vitals ORDER BY bed, t").fetchall()
+        db.close()
+        return indexes, rows
+
+    sink = SqliteHistorySink(path)
+    sink._write([["v", "4A", "1", "hr", 11.0, 99.0, None, None],  # redelivered: kept once
+                 ["v", "4A", "1", "hr", 12.0, 74.0, 0.5, 75.0]])
+    sink._db.close()
+    want = [("vitals_once", 1)], [("1", 10.0, 70.0), ("1", 11.0, 72.0), ("1", 12.0, 74.0),
+                                  ("2", 10.0, 73.0)]
+    assert look() == want
+    SqliteHistorySink(path)._db.close()  # a later start: nothing to mend, nothing changes
+    assert look() == want
