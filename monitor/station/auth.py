@@ -77,8 +77,9 @@ class Accounts:
             with self._db:
                 self._db.execute("ALTER TABLE users ADD COLUMN wards TEXT NOT NULL DEFAULT ''")
         # verifying against this when the user does not exist takes as long as a real
-        # check, so response times do not tell which usernames exist
-        self._dummy = self._hasher.hash(secrets.token_hex(16))
+        # check, so response times do not tell which usernames exist. Made by the first
+        # check, whoever it is for, not at start: a hash is ~0.17 s of start-up here.
+        self._dummy = ""
 
     # -- users -----------------------------------------------------------------------
     def add_user(self, username: str, password: str, role: str, *,
@@ -113,6 +114,8 @@ class Accounts:
     def check_password(self, username: str, password: str) -> str | None:
         """The user's role if the password is right, else None."""
         with self._lock:
+            if not self._dummy:
+                self._dummy = self._hasher.hash(secrets.token_hex(16))
             row = self._db.execute("SELECT hash, role FROM users WHERE username = ?",
                                    (username,)).fetchone()
         stored, role = row if row else (self._dummy, None)
