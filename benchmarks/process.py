@@ -32,30 +32,32 @@ T0 = 1.7e9
 BEDS = 200
 
 
-def batches(size: int, count: int) -> list[list[tuple[str, bytes, float]]]:
+def batches(size: int, count: int, per: int = 1) -> list[list[tuple[str, bytes, float]]]:
     out = []
     for k in range(count):
         batch = []
         for j in range(size):
             i = k * size + j
             bed, t = i % BEDS, T0 + i * 0.0005
-            body = {"obs": [{"metric": "hr", "t": t, "v": 60 + i % 29, "unit": "/min"}]}
+            body = {"obs": [{"metric": "hr", "t": t + m * 0.0001, "v": 60 + (i + m) % 29,
+                             "unit": "/min"} for m in range(per)]}
             batch.append((f"wardwatch/v1/obs/B{bed // 30}/{bed}", orjson.dumps(body), t))
         out.append(batch)
     return out
 
 
-def run(size: int, profile: bool) -> None:
+def run(size: int, profile: bool, per: int = 1) -> None:
     processor = Processor(Metrics(CollectorRegistry()))
     processor.scorer.warm_up()
     with tempfile.TemporaryDirectory() as tmp:
         spool = Spool(Path(tmp) / "spool.db")
-        work = batches(size, 6000)
-        for b in work[:1000]:  # every stream past its warm-up
+        work = batches(size, 6000 // per, per)
+        warm = len(work) // 6
+        for b in work[:warm]:  # every stream past its warm-up
             spool.push("history", processor.process(b).history)
 
         def timed() -> None:
-            for b in work[1000:]:
+            for b in work[warm:]:
                 spool.push("history", processor.process(b).history)
 
         prof = cProfile.Profile() if profile else None
@@ -66,9 +68,10 @@ def run(size: int, profile: bool) -> None:
             prof.runcall(timed)
         took = time.perf_counter() - start
         spool.close()
-    n = len(work) - 1000
-    print(f"batches of {size} messages: {took / n * 1e6:.0f} µs per batch, "
-          f"{took / n / size * 1e6:.1f} µs per message")
+    n = len(work) - warm
+    print(f"batches of {size} messages of {per} observations: {took / n * 1e6:.0f} µs per "
+          f"batch, {took / n / size * 1e6:.1f} µs per message, "
+          f"{took / n / size / per * 1e6:.2f} µs per observation")
     if prof is not None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(20)
 
@@ -76,10 +79,11 @@ def run(size: int, profile: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[10, 25])
+    ap.add_argument("--obs", type=int, default=1, help="observations per message")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     for size in args.batch:
-        run(size, args.profile)
+        run(size, args.profile, args.obs)
 
 
 if __name__ == "__main__":
