@@ -47,8 +47,14 @@ _IS_CARDIO = np.isin(np.arange(len(METRICS) + 1), _CARDIO)  # by metric id (+ ge
 _NOT_ACCEPTED = STALE_ORDER | INVALID | ARTIFACT | FLATLINE
 
 
-def _num(x: float) -> float | None:
-    return None if x != x else x  # NaN (warming up, out of order) → null
+def _nulls(x: np.ndarray[Any, np.dtype[np.float64]]) -> list[float | None]:
+    """``x`` as a list, NaN (warming up, out of order) as None: JSON's null."""
+    nan = np.isnan(x)
+    if not nan.any():
+        return x.tolist()  # type: ignore[no-any-return]
+    out = x.astype(object)
+    out[nan] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 class RateLimitedLog:
@@ -112,6 +118,8 @@ class Processor:
         # per bed number (StreamTable's): the detector's last turn, −inf for none yet
         self._bed_last = np.zeros(0)
         self.trends = MinuteTrends(trend_hours)
+        self._heads: list[tuple[str, str, str, str]] = []  # per stream: its rows' start
+        self._heads_of = self.streams
         self.rejects = RateLimitedLog()
         self.dead = DeadLetters(metrics)
         self._internal = metrics.internal_errors
@@ -157,8 +165,11 @@ class Processor:
             else:
                 accepted += 1
             if n_ok:
-                index = self.streams.index
-                sid.extend(index(d.ward, d.bed, mid) for mid in d.metric)
+                index, first = self.streams.index, d.metric[0]
+                if d.metric.count(first) == n_ok:  # one metric: a device's usual batch
+                    sid.extend([index(d.ward, d.bed, first)] * n_ok)
+                else:
+                    sid.extend([index(d.ward, d.bed, mid) for mid in d.metric])
                 metric.extend(d.metric)
                 ts.extend(d.t)
                 vs.extend(d.v)
@@ -183,14 +194,7 @@ class Processor:
         m.lag.observe_many(np.array(recv) - np.array(ts))
         self.trends.add(batch)
 
-        keys = self.streams.keys
-        out.history.extend(
-            ["v", keys[s][0], keys[s][1], _NAMES[mt], t, v, _num(sc), _num(fc)]
-            for s, mt, t, v, sc, fc in zip(
-                batch.sid.tolist(), batch.metric.tolist(), batch.t.tolist(), batch.v.tolist(),
-                batch.score.round(4).tolist(), batch.forecast.round(2).tolist(), strict=True,
-            )
-        )
+        out.history.extend(self._vitals(batch))
         clock = None if self.replay else wall
         self._emit([ev for _, ev in self.alarms.update(batch, self.streams, clock)], out)
         try:
@@ -200,6 +204,19 @@ class Processor:
         self._faults(messages, wall)
         out.dead = self.dead.drain(wall)
         return out
+
+    def _vitals(self, batch: ScoredBatch) -> map[tuple[Any, ...]]:
+        """The batch's history rows, ("v", ward, bed, metric, t, value, score, forecast),
+        made by builtins that loop in C: one tuple per sample, no Python call per sample.
+        """
+        if self._heads_of is not self.streams:  # (a table put in its place: start over)
+            self._heads, self._heads_of = [], self.streams
+        heads = self._heads
+        for ward, bed, mt in self.streams.keys[len(heads):]:
+            heads.append(("v", ward, bed, _NAMES[mt]))
+        return map(tuple.__add__, map(heads.__getitem__, batch.sid.tolist()),
+                   zip(batch.t.tolist(), batch.v.tolist(), _nulls(batch.score.round(4)),
+                       _nulls(batch.forecast.round(2)), strict=True))
 
     def reconcile(self, now: float) -> Output:
         """At start-up: resolve alarms of rules the configuration no longer raises."""

@@ -124,3 +124,28 @@ def test_bed_detector_schedule_matches_asking_every_bed_every_batch() -> None:
     assert len(want) > 100
     assert {r[2] for r in want} == {"0", "1", "2", "3", "4"}
     assert got == want
+
+
+def test_each_history_row_names_its_sample_and_has_null_for_what_was_not_scored() -> None:
+    p = Processor(Metrics(CollectorRegistry()))
+
+    def rows(messages: list[tuple[str, bytes, float]]) -> list[list[object]]:
+        # as the journal keeps them: JSON arrays, NaN nowhere (orjson would write null)
+        out = p.process(messages).history
+        assert not [x for r in out for x in r if isinstance(x, float) and x != x]
+        return [r for r in orjson.loads(orjson.dumps(out)) if r[0] == "v"]
+
+    sbp = [msg(T0 + 5 * k, sbp=120 + k % 4) for k in range(60)]  # one metric a message
+    rows(sbp[:59])
+    two = ("wardwatch/v1/obs/4B/7", orjson.dumps({"obs": [  # two metrics in one message
+        {"metric": "sbp", "t": T0, "v": 120, "unit": "mm[Hg]"},
+        {"metric": "hr", "t": T0, "v": 81, "unit": "/min"}]}), T0)
+    got = rows([sbp[59], two])
+    assert [r[:6] for r in got] == [["v", "4A", "3", "sbp", T0 + 295, 123.0],
+                                    ["v", "4B", "7", "sbp", T0, 120.0],
+                                    ["v", "4B", "7", "hr", T0, 81.0]]
+    warm, first, _ = got
+    assert isinstance(warm[6], float)  # scored
+    assert first[6:] == [None, None]  # a stream's first sample: nothing to score it against
+    old = rows([msg(T0, sbp=99)])  # older than the stream's newest: kept, not scored
+    assert old == [["v", "4A", "3", "sbp", T0, 99.0, None, None]]
