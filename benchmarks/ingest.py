@@ -124,7 +124,7 @@ async def wardwatch(port: int, path: Path, n_obs: int) -> float:
 async def baseline_backlog(port: int, path: Path, n: int) -> float:
     """The do-nothing subscriber draining ``n`` messages queued for its persistent
     session while it was away: the clock runs from the first message to the last."""
-    args = {"identifier": "bench-null-backlog", "clean_session": False,
+    args = {"identifier": f"bench-null-{path.stem}", "clean_session": False,
             "max_queued_incoming_messages": 0}
     async with aiomqtt.Client("127.0.0.1", port, **args) as c:  # the session, subscribed
         await c.subscribe("wardwatch/v1/obs/#", qos=1)
@@ -147,7 +147,7 @@ async def wardwatch_backlog(port: int, path: Path, n_obs: int) -> float:
     again; the clock runs from its first message processed to its last observation."""
     with tempfile.TemporaryDirectory() as store:
         settings = Settings(
-            mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id="bench-ww-backlog"),
+            mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id=f"bench-ww-{path.stem}"),
             metrics=MetricsSettings(port=0), store=StoreSettings(dir=store),
         )
         d = Daemon(settings, own_process=True)
