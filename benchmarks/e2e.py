@@ -7,7 +7,10 @@ One command, one private Mosquitto (deploy/dev/services.py), and in turn:
 
 1. **Throughput** at 1 and 20 observations per message: a paho publisher process at QoS 1,
    a do-nothing aiomqtt subscriber, then the daemon, on the same messages
-   (``benchmarks/ingest.py``); prints messages/s, observations/s and the ratio.
+   (``benchmarks/ingest.py``); prints messages/s, observations/s and the ratio. Then
+   each consumer's **capacity**: the same messages queued at the broker for its
+   persistent session while it was away, drained (the publisher no longer sharing the
+   two cores with it; ``ingest.py --backlog``).
 2. **Publish→alarm** at each rate: ``wardwatch run`` as its own process; a paced paho
    publisher sends normal HR from 200 beds at the rate, and every 50 ms one message whose
    sample makes an immediate high-priority alarm on a bed of its own (SBP 85 mm[Hg]:
@@ -183,13 +186,17 @@ async def main() -> None:
             with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:
                 fh.write(orjson.dumps(msgs))
                 path = Path(fh.name)
-            base = await ingest.baseline(port, path, len(msgs))
-            ww = await ingest.wardwatch(port, path, len(msgs) * per)
-            path.unlink()
             n = len(msgs)
-            print(f"{per:>2} obs/message, {n} messages: do-nothing subscriber "
-                  f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
-                  f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
+            for how, null, daemon in (
+                    ("", ingest.baseline, ingest.wardwatch),
+                    (", drained from a backlog", ingest.baseline_backlog,
+                     ingest.wardwatch_backlog)):
+                base = await null(port, path, n)
+                ww = await daemon(port, path, n * per)
+                print(f"{per:>2} obs/message, {n} messages{how}: do-nothing subscriber "
+                      f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
+                      f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
+            path.unlink()
         for rate in args.rates:
             await latency(port, rate, args.seconds, args.bad_every)
     finally:
