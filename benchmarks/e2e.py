@@ -143,6 +143,7 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
         finally:
             daemon.terminate()
             daemon.wait(30)
+        await ingest.forget_session(port, f"e2e-ww-{rate:g}")
         ms = np.array(got) * 1000
         achieved = int(sent) / float(took)
         if ms.size:

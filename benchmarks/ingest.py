@@ -70,6 +70,13 @@ def publish(port: int, path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", PUBLISHER, str(port), str(path)])
 
 
+async def forget_session(port: int, identifier: str) -> None:
+    """End a persistent session at the broker (a clean-session connect discards it), so
+    that it does not queue every later round's messages for a consumer that is gone."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=identifier, clean_session=True):
+        pass
+
+
 async def baseline(port: int, path: Path, n: int) -> float:
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-null", clean_session=True,
                               max_queued_incoming_messages=0) as c:
@@ -118,13 +125,15 @@ async def wardwatch(port: int, path: Path, n_obs: int) -> float:
         proc.wait()
         stop.set()
         await task
+    await forget_session(port, settings.mqtt.client_id)
     return elapsed
 
 
 async def baseline_backlog(port: int, path: Path, n: int) -> float:
     """The do-nothing subscriber draining ``n`` messages queued for its persistent
     session while it was away: the clock runs from the first message to the last."""
-    args = {"identifier": f"bench-null-{path.stem}", "clean_session": False,
+    identifier = f"bench-null-{path.stem}"
+    args = {"identifier": identifier, "clean_session": False,
             "max_queued_incoming_messages": 0}
     async with aiomqtt.Client("127.0.0.1", port, **args) as c:  # the session, subscribed
         await c.subscribe("wardwatch/v1/obs/#", qos=1)
@@ -138,7 +147,9 @@ async def baseline_backlog(port: int, path: Path, n: int) -> float:
             got += 1
             if got == n:
                 break
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+    await forget_session(port, identifier)
+    return elapsed
 
 
 async def wardwatch_backlog(port: int, path: Path, n_obs: int) -> float:
@@ -170,6 +181,7 @@ async def wardwatch_backlog(port: int, path: Path, n_obs: int) -> float:
         elapsed = time.perf_counter() - start
         stop.set()
         await task
+    await forget_session(port, settings.mqtt.client_id)
     return elapsed
 
 
