@@ -77,20 +77,25 @@ async def forget_session(port: int, identifier: str) -> None:
         pass
 
 
+async def _take(c: aiomqtt.Client, n: int) -> float:
+    """Seconds from the first of ``n`` messages to the last (the do-nothing subscriber)."""
+    got = 0
+    start = 0.0
+    async for _ in c.messages:
+        if got == 0:
+            start = time.perf_counter()
+        got += 1
+        if got == n:
+            break
+    return time.perf_counter() - start
+
+
 async def baseline(port: int, path: Path, n: int) -> float:
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-null", clean_session=True,
                               max_queued_incoming_messages=0) as c:
         await c.subscribe("wardwatch/v1/obs/#", qos=1)
         proc = publish(port, path)
-        got = 0
-        start = 0.0
-        async for _ in c.messages:
-            if got == 0:
-                start = time.perf_counter()
-            got += 1
-            if got == n:
-                break
-        elapsed = time.perf_counter() - start
+        elapsed = await _take(c, n)
     proc.wait()
     return elapsed
 
@@ -139,15 +144,7 @@ async def baseline_backlog(port: int, path: Path, n: int) -> float:
         await c.subscribe("wardwatch/v1/obs/#", qos=1)
     await asyncio.to_thread(publish(port, path).wait)
     async with aiomqtt.Client("127.0.0.1", port, **args) as c:
-        got = 0
-        start = 0.0
-        async for _ in c.messages:
-            if got == 0:
-                start = time.perf_counter()
-            got += 1
-            if got == n:
-                break
-        elapsed = time.perf_counter() - start
+        elapsed = await _take(c, n)
     await forget_session(port, identifier)
     return elapsed
 

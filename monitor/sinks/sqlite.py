@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS vitals (
 );
 -- vitals_once (below) is the one index on (ward, bed, metric, t): earlier versions kept
 -- a second, non-unique one on the same key, and every insert paid for both B-trees
--- (13 against 5.5 µs a row here)
+-- (twice the cost a row: benchmarks/sqlite_history.py)
 DROP INDEX IF EXISTS vitals_stream_t;
 CREATE TABLE IF NOT EXISTS alarms (
     id TEXT NOT NULL, ward TEXT NOT NULL, bed TEXT NOT NULL, metric TEXT NOT NULL,
