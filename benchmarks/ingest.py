@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -149,10 +151,27 @@ async def baseline_backlog(port: int, path: Path, n: int) -> float:
     return elapsed
 
 
-async def wardwatch_backlog(port: int, path: Path, n_obs: int) -> float:
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each of this process's threads, by thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        name = names.get(int(tid), f"thread {tid}")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def wardwatch_backlog(port: int, path: Path, n_obs: int,
+                            cpu: dict[str, float] | None = None) -> float:
     """The daemon draining a backlog its persistent session holds at the broker, as after
     a restart: started once to subscribe, stopped, the messages published, started
-    again; the clock runs from its first message processed to its last observation."""
+    again; the clock runs from its first message processed to its last observation.
+    ``cpu``: filled with each thread's CPU seconds over that window."""
     with tempfile.TemporaryDirectory() as store:
         settings = Settings(
             mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id=f"bench-ww-{path.stem}"),
@@ -172,10 +191,13 @@ async def wardwatch_backlog(port: int, path: Path, n_obs: int) -> float:
         while not accepted("wardwatch_ingest_observations_total", {"outcome": "accepted"}):
             await asyncio.sleep(0.001)
         start = time.perf_counter()
+        before = thread_cpu()
         while (accepted("wardwatch_ingest_observations_total", {"outcome": "accepted"})
                or 0.0) < n_obs:
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.update({name: s - before.get(name, 0.0) for name, s in thread_cpu().items()})
         stop.set()
         await task
     await forget_session(port, settings.mqtt.client_id)
@@ -201,9 +223,10 @@ async def main() -> None:
             with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:
                 fh.write(orjson.dumps(msgs))
                 path = Path(fh.name)
+            cpu: dict[str, float] = {}
             if args.backlog:
                 base = await baseline_backlog(port, path, len(msgs))
-                ww = await wardwatch_backlog(port, path, len(msgs) * per)
+                ww = await wardwatch_backlog(port, path, len(msgs) * per, cpu)
             else:
                 base = await baseline(port, path, len(msgs))
                 ww = await wardwatch(port, path, len(msgs) * per)
@@ -214,6 +237,11 @@ async def main() -> None:
                   f"do-nothing subscriber "
                   f"{n / base:,.0f} msg/s; wardwatch {n / ww:,.0f} msg/s = "
                   f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
+            if cpu:
+                busy = {k: v for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v > 0}
+                print(f"   the daemon's CPU over the drain ({ww:.2f} s): "
+                      f"{sum(busy.values()) / (n * per) * 1e6:.1f} µs per observation in all; "
+                      + ", ".join(f"{k} {v:.2f} s" for k, v in busy.items()))
     finally:
         svc.stop()
 
