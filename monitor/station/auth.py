@@ -113,9 +113,9 @@ class Accounts:
 
     def check_password(self, username: str, password: str) -> str | None:
         """The user's role if the password is right, else None."""
+        if not self._dummy:  # outside the lock: the event loop's session look-ups take it
+            self._dummy = self._hasher.hash(secrets.token_hex(16))  # (a race: two, both fine)
         with self._lock:
-            if not self._dummy:
-                self._dummy = self._hasher.hash(secrets.token_hex(16))
             row = self._db.execute("SELECT hash, role FROM users WHERE username = ?",
                                    (username,)).fetchone()
         stored, role = row if row else (self._dummy, None)
