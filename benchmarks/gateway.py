@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import subprocess
 import sys
@@ -29,9 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev")]
 
+from procstat import cpu_s  # noqa: E402
 from services import Services, free_port  # noqa: E402
-
-CLK = os.sysconf("SC_CLK_TCK")
 
 DEVICES = r"""
 import asyncio, datetime as dt, random, sys
@@ -99,11 +97,6 @@ def spawn(argv: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
     finally:
         if err is not None:
             err.close()
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def mem_mb(pid: int) -> tuple[float, float]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -28,6 +28,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev")]
 
+from procstat import thread_cpu  # noqa: E402
 from services import Services  # noqa: E402
 
 from monitor.config import MetricsSettings, MqttSettings, Settings, StoreSettings  # noqa: E402
@@ -102,37 +103,47 @@ async def baseline(port: int, path: Path, n: int) -> float:
     return elapsed
 
 
-async def wardwatch(port: int, path: Path, n_obs: int) -> float:
-    with tempfile.TemporaryDirectory() as store:
-        settings = Settings(
-            mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id="bench-ww"),
-            metrics=MetricsSettings(port=0), store=StoreSettings(dir=store),
-        )
-        d = Daemon(settings, own_process=True)  # as `wardwatch run`
-        stop = asyncio.Event()
-        task = asyncio.create_task(d.run(stop))
-        await d.subscribed.wait()
-        proc = publish(port, path)
-
-        def accepted() -> float:
-            return d.registry.get_sample_value(
-                "wardwatch_ingest_observations_total", {"outcome": "accepted"}) or 0.0
-
-        def messages() -> float:
-            return sum(d.registry.get_sample_value(
-                "wardwatch_ingest_messages_total", {"outcome": o}) or 0.0
-                for o in ("accepted", "partial", "rejected"))
-
-        while messages() == 0:
-            await asyncio.sleep(0.001)
-        start = time.perf_counter()
-        while accepted() < n_obs:
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - start
-        proc.wait()
+@contextlib.asynccontextmanager
+async def running(port: int, store: str, client_id: str) -> AsyncIterator[Daemon]:
+    """The daemon in this process, as `wardwatch run` (SQLite history in ``store``)."""
+    settings = Settings(
+        mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id=client_id),
+        metrics=MetricsSettings(port=0), store=StoreSettings(dir=store),
+    )
+    d = Daemon(settings, own_process=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+    try:
+        yield d
+    finally:
         stop.set()
         await task
-    await forget_session(port, settings.mqtt.client_id)
+
+
+def accepted(d: Daemon) -> float:
+    return d.registry.get_sample_value(
+        "wardwatch_ingest_observations_total", {"outcome": "accepted"}) or 0.0
+
+
+async def wardwatch(port: int, path: Path, n_obs: int) -> float:
+    with tempfile.TemporaryDirectory() as store:
+        async with running(port, store, "bench-ww") as d:
+            await d.subscribed.wait()
+            proc = publish(port, path)
+
+            def messages() -> float:
+                return sum(d.registry.get_sample_value(
+                    "wardwatch_ingest_messages_total", {"outcome": o}) or 0.0
+                    for o in ("accepted", "partial", "rejected"))
+
+            while messages() == 0:
+                await asyncio.sleep(0.001)
+            start = time.perf_counter()
+            while accepted(d) < n_obs:
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - start
+            proc.wait()
+    await forget_session(port, "bench-ww")
     return elapsed
 
 
@@ -140,30 +151,18 @@ async def baseline_backlog(port: int, path: Path, n: int) -> float:
     """The do-nothing subscriber draining ``n`` messages queued for its persistent
     session while it was away: the clock runs from the first message to the last."""
     identifier = f"bench-null-{path.stem}"
-    args = {"identifier": identifier, "clean_session": False,
-            "max_queued_incoming_messages": 0}
-    async with aiomqtt.Client("127.0.0.1", port, **args) as c:  # the session, subscribed
+
+    def client() -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1", port, identifier=identifier, clean_session=False,
+                              max_queued_incoming_messages=0)
+
+    async with client() as c:  # the session, subscribed
         await c.subscribe("wardwatch/v1/obs/#", qos=1)
     await asyncio.to_thread(publish(port, path).wait)
-    async with aiomqtt.Client("127.0.0.1", port, **args) as c:
+    async with client() as c:
         elapsed = await _take(c, n)
     await forget_session(port, identifier)
     return elapsed
-
-
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) of each of this process's threads, by thread name."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended
-            continue
-        name = names.get(int(tid), f"thread {tid}")
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 async def wardwatch_backlog(port: int, path: Path, n_obs: int,
@@ -172,35 +171,22 @@ async def wardwatch_backlog(port: int, path: Path, n_obs: int,
     a restart: started once to subscribe, stopped, the messages published, started
     again; the clock runs from its first message processed to its last observation.
     ``cpu``: filled with each thread's CPU seconds over that window."""
+    client_id = f"bench-ww-{path.stem}"
     with tempfile.TemporaryDirectory() as store:
-        settings = Settings(
-            mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id=f"bench-ww-{path.stem}"),
-            metrics=MetricsSettings(port=0), store=StoreSettings(dir=store),
-        )
-        d = Daemon(settings, own_process=True)
-        stop = asyncio.Event()
-        task = asyncio.create_task(d.run(stop))
-        await d.subscribed.wait()
-        stop.set()
-        await task
+        async with running(port, store, client_id) as d:  # the session, subscribed
+            await d.subscribed.wait()
         await asyncio.to_thread(publish(port, path).wait)
-        d = Daemon(settings, own_process=True)
-        stop = asyncio.Event()
-        task = asyncio.create_task(d.run(stop))
-        accepted = d.registry.get_sample_value
-        while not accepted("wardwatch_ingest_observations_total", {"outcome": "accepted"}):
-            await asyncio.sleep(0.001)
-        start = time.perf_counter()
-        before = thread_cpu()
-        while (accepted("wardwatch_ingest_observations_total", {"outcome": "accepted"})
-               or 0.0) < n_obs:
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - start
-        if cpu is not None:
-            cpu.update({name: s - before.get(name, 0.0) for name, s in thread_cpu().items()})
-        stop.set()
-        await task
-    await forget_session(port, settings.mqtt.client_id)
+        async with running(port, store, client_id) as d:
+            while not accepted(d):
+                await asyncio.sleep(0.001)
+            start = time.perf_counter()
+            before = thread_cpu()
+            while accepted(d) < n_obs:
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - start
+            if cpu is not None:
+                cpu.update({k: s - before.get(k, 0.0) for k, s in thread_cpu().items()})
+    await forget_session(port, client_id)
     return elapsed
 
 
