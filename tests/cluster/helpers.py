@@ -42,12 +42,14 @@ async def bucket(cluster: Cluster) -> AsyncIterator[Any]:
 
 
 async def _bucket(js: Any) -> Any:
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import BucketNotFoundError
 
     try:
         return await js.key_value("wardwatch")
-    except BucketNotFoundError:
-        return None
+    except (BucketNotFoundError, NatsTimeout, NoRespondersError):
+        return None  # not made yet, or JetStream not answering yet (a leader being elected)
 
 
 async def entries(kv: Any) -> dict[int, Entry]:
