@@ -40,7 +40,7 @@ from edge.presence import Presence
 from edge.spool import Spool
 from monitor.config import Settings
 from monitor.errors import ConfigError, SpoolError
-from monitor.mqtt import all_client_args, broker_urls, paho_client, redacted
+from monitor.mqtt import RECONNECT_MAX_S, all_client_args, broker_urls, paho_client, redacted
 from monitor.pseudonym import Pseudonymizer
 from monitor.systemd import Notifier
 from monitor.vitals import METRIC_IDS
@@ -140,7 +140,7 @@ class Bridge:
         self._node = 0
         client.max_inflight_messages_set(self.settings.bridge.window)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(1, 10)
+        client.reconnect_delay_set(1, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._next_node

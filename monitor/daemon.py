@@ -29,7 +29,7 @@ from monitor.errors import ConfigError, SinkError
 from monitor.intake import Intake, RawMessage
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics, serve, stop_serving
-from monitor.mqtt import all_client_args, broker_urls
+from monitor.mqtt import RECONNECT_MAX_S, all_client_args, broker_urls
 from monitor.pipeline import Output, Processor
 from monitor.pseudonym import Pseudonymizer
 from monitor.ruleset import RuleSet
@@ -254,7 +254,7 @@ class Daemon:
                     if self._relay_stuck_since is None:
                         self._relay_stuck_since = time.monotonic()
                     m.failures.labels(sink.name).inc()
-                    backoff = min(30.0, max(0.5, backoff * 2))
+                    backoff = min(RECONNECT_MAX_S, max(0.5, backoff * 2))
                     log.warning("alarm events not delivered (%s); %d+ wait in the outbox, "
                                 "retry in %.1f s", exc, len(rows), backoff)
                     if self._relay_stopping.is_set():

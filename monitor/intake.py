@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import paho.mqtt.client as paho
 
 from monitor.config import TlsFiles
 from monitor.metrics import Metrics
-from monitor.mqtt import paho_client, redacted
+from monitor.mqtt import RECONNECT_MAX_S, paho_client, redacted
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Intake:
         self._slots = threading.Semaphore(slots)
         self._generation = 0  # bumped on every connect: older packet ids are void
         self._closing = False
+        self._lost_at: float | None = None  # monotonic, while the connection is down
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client, self._host, self._port = paho_client(
             url, client_id=client_id, clean_session=False, manual_ack=True,
@@ -69,7 +71,7 @@ class Intake:
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
-        c.reconnect_delay_set(1, 30)
+        c.reconnect_delay_set(1, RECONNECT_MAX_S)
 
     # -- the event loop's side ---------------------------------------------------------
     def start(self) -> None:
@@ -117,13 +119,20 @@ class Intake:
         client.subscribe([(t, 1) for t in self.subscriptions])
 
     def _on_subscribe(self, *_: Any) -> None:
-        log.info("subscribed to %s on %s", ", ".join(self.subscriptions), self.url)
+        lost, self._lost_at = self._lost_at, None
+        if lost is None:
+            log.info("subscribed to %s on %s", ", ".join(self.subscriptions), self.url)
+        else:  # the counterpart of the warning: how long monitoring was blind
+            log.warning("MQTT ingest back on %s after %.1f s; watching again", self.url,
+                        time.monotonic() - lost)
         self._call(self.subscribed.set)
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None,
                        ) -> None:
         self._call(self.subscribed.clear)
         if not self._closing:
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()
             self.metrics.reconnects.labels("ingest").inc()
             log.warning("MQTT ingest connection lost (%s); reconnecting", rc)
 

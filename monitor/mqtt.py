@@ -11,6 +11,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from monitor.errors import ConfigError
 
+# The longest wait between attempts to reach a broker that is down. Once it is back,
+# monitoring resumes (and waiting alarm events go out) within this: a few seconds, not
+# the half-minute a generic client would wait. An attempt at a local broker costs a
+# refused connection, nothing more.
+RECONNECT_MAX_S = 5  # seconds (paho takes whole seconds)
+
 
 def redacted(url: str) -> str:
     """A broker URL fit for logs and screens: the password replaced by ``***``."""
