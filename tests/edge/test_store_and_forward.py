@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from monitor.config import MqttSettings
 from monitor.mqtt import paho_client
@@ -36,6 +37,8 @@ from tests.edge.devices import MllpClient, bridge_settings, oru, running_bridge
 OUTAGE_S = float(os.environ.get("WARDWATCH_OUTAGE_TEST_S", "60"))
 BEDS = 5
 PERIOD_S = 0.1
+OUTCOMES = ("accepted", "rejected", "out_of_order")
+MESSAGE_OUTCOMES = ("accepted", "partial", "rejected")
 
 
 class Counter:
@@ -66,8 +69,27 @@ class Counter:
         self.client.loop_stop()
 
 
+def _whereabouts(rd: RunningDaemon, tmp_path: Path) -> str:
+    """The daemon's counts, its intake's state and the broker's log of connections."""
+    def counts(name: str, outcomes: tuple[str, ...]) -> dict[str, float]:
+        return {o: rd.metric(name, {"outcome": o}) for o in outcomes}
+
+    assert rd.daemon is not None
+    intake = rd.daemon.intake
+    thread = intake._client._thread
+    log = (tmp_path / "broker" / "mosquitto.log").read_text(errors="replace").splitlines()
+    return "; ".join([
+        f"observations {counts('wardwatch_ingest_observations_total', OUTCOMES)}",
+        f"messages {counts('wardwatch_ingest_messages_total', MESSAGE_OUTCOMES)}",
+        f"ingest reconnects {rd.metric('wardwatch_mqtt_reconnects_total', {'client': 'ingest'})}",
+        f"subscribed {intake.subscribed.is_set()}, network thread alive "
+        f"{thread is not None and thread.is_alive()}, queued {rd.daemon.raw.qsize()}",
+        "broker log:\n" + "\n".join(log[-40:]),
+    ])
+
+
 async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
-        services: Any, tmp_path: Path) -> None:
+        services: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = services_mod.free_port()
     url = f"mqtt://127.0.0.1:{port}"
     broker = services_mod.Services(tmp_path / "broker")
@@ -123,8 +145,11 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
             total = sum(len(v) for v in sent.values())
             await bridge.wait_for(lambda: counter.count() >= total, f"{total} observations",
                                   within=120)
-            await bridge.wait_for(lambda: accepted() >= total, "the daemon to take them all",
-                                  within=120)
+            try:
+                await bridge.wait_for(lambda: accepted() >= total,
+                                      "the daemon to take them all", within=120)
+            except AssertionError as exc:  # say where they are, for a failure seen once in CI
+                raise AssertionError(f"{exc}: {total} sent; {_whereabouts(rd, tmp_path)}") from None
             await asyncio.sleep(1)  # anything extra (a duplicate) would arrive by now
             resent = rd.metric("wardwatch_ingest_observations_total",
                                {"outcome": "out_of_order"})
@@ -139,6 +164,8 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
     stored: dict[str, list[float]] = {}
     for bed, t in rows:
         stored.setdefault(bed, []).append(t)
+    # the daemon said when it was watching again, not only when it lost the broker
+    assert any(r.message.startswith("MQTT ingest back on") for r in caplog.records)
     assert got_accepted == total  # every one once; a late one would count as out of order
     assert stored == sent  # stored once each
 
