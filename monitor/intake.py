@@ -58,7 +58,7 @@ class Intake:
         self.metrics = metrics
         self.subscribed = asyncio.Event()
         self._slots = threading.Semaphore(slots)
-        self._generation = 0  # bumped on every connect: older packet ids are void
+        self._generation = 0  # bumped on every loss and connect: older packet ids are void
         self._closing = False
         self._lost_at: float | None = None  # monotonic, while the connection is down
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +129,10 @@ class Intake:
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None,
                        ) -> None:
+        # Void the lost connection's packet ids now, not at the next CONNACK: an ack queued
+        # while paho reconnects would be written ahead of CONNECT on the new socket (a
+        # protocol error: the broker drops it). The broker sends those messages again.
+        self._generation += 1
         self._call(self.subscribed.clear)
         if not self._closing:
             if self._lost_at is None:
