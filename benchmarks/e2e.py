@@ -156,13 +156,15 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
             print(f"{rate:,.0f} msg/s: no alarm arrived (see {log})")
 
 
-async def _until_subscribed(port: int, daemon: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until the daemon's log says it subscribed (its session then holds the rest)."""
+async def _until_subscribed(port: int, daemon: subprocess.Popen[bytes], log: Path,
+                            every: float = 0.2) -> None:
+    """Wait until the daemon's log says it subscribed (its session then holds the rest);
+    the log is read every ``every`` seconds."""
     deadline = time.monotonic() + 120
     while b"subscribed to" not in log.read_bytes():
         if daemon.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"wardwatch did not start:\n{log.read_text()}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every)
 
 
 async def main() -> None:
