@@ -29,7 +29,7 @@ from monitor.errors import ConfigError, SinkError
 from monitor.intake import Intake, RawMessage
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics, serve, stop_serving
-from monitor.mqtt import RECONNECT_MAX_S, all_client_args, broker_urls
+from monitor.mqtt import Retry, all_client_args, broker_urls
 from monitor.pipeline import Output, Processor
 from monitor.pseudonym import Pseudonymizer
 from monitor.ruleset import RuleSet
@@ -234,7 +234,7 @@ class Daemon:
         the broker acknowledged them (at least once, and at most once more after a
         crash). Unsent rows wait on disk for the broker, or for the next start."""
         store, sink, m = self.alarm_store, self.alerts, self.metrics
-        backoff = 0.0
+        retry = Retry()
         try:
             while True:
                 self._outbox_ready.clear()
@@ -254,18 +254,24 @@ class Daemon:
                     if self._relay_stuck_since is None:
                         self._relay_stuck_since = time.monotonic()
                     m.failures.labels(sink.name).inc()
-                    backoff = min(RECONNECT_MAX_S, max(0.5, backoff * 2))
-                    log.warning("alarm events not delivered (%s); %d+ wait in the outbox, "
-                                "retry in %.1f s", exc, len(rows), backoff)
+                    unlogged = retry.failed()
+                    if unlogged is not None:
+                        log.warning("alarm events not delivered (%s); %d+ wait in the outbox, "
+                                    "retry in %.1f s%s", exc, len(rows), retry.wait,
+                                    f" ({unlogged} more failed since the last such line)"
+                                    if unlogged else "")
                     if self._relay_stopping.is_set():
                         return
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._relay_stopping.wait(), backoff)
+                        await asyncio.wait_for(self._relay_stopping.wait(), retry.wait)
                     continue
                 store.mark_sent(rows[-1][0])
+                if self._relay_stuck_since is not None:
+                    log.warning("alarm events delivered again after %.1f s",
+                                time.monotonic() - self._relay_stuck_since)
                 self._relay_stuck_since = None
                 m.delivered.labels(sink.name).inc(len(rows))
-                backoff = 0.0
+                retry.succeeded()
         finally:
             self.relay_done = True
             await sink.close()
