@@ -29,9 +29,10 @@ from monitor.errors import ConfigError, SinkError
 from monitor.intake import Intake, RawMessage
 from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics, serve, stop_serving
-from monitor.mqtt import Retry, all_client_args, broker_urls
+from monitor.mqtt import RECONNECT_MAX_S, all_client_args, broker_urls
 from monitor.pipeline import Output, Processor
 from monitor.pseudonym import Pseudonymizer
+from monitor.retry import Retry
 from monitor.ruleset import RuleSet
 from monitor.scoring.multivariate import preload as preload_river
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
@@ -234,7 +235,7 @@ class Daemon:
         the broker acknowledged them (at least once, and at most once more after a
         crash). Unsent rows wait on disk for the broker, or for the next start."""
         store, sink, m = self.alarm_store, self.alerts, self.metrics
-        retry = Retry()
+        retry = Retry(most=RECONNECT_MAX_S)
         try:
             while True:
                 self._outbox_ready.clear()
@@ -258,8 +259,7 @@ class Daemon:
                     if unlogged is not None:
                         log.warning("alarm events not delivered (%s); %d+ wait in the outbox, "
                                     "retry in %.1f s%s", exc, len(rows), retry.wait,
-                                    f" ({unlogged} more failed since the last such line)"
-                                    if unlogged else "")
+                                    Retry.since(unlogged))
                     if self._relay_stopping.is_set():
                         return
                     with contextlib.suppress(TimeoutError):

@@ -1,12 +1,8 @@
-"""Broker URLs (``mqtt://``, ``mqtts://``) into aiomqtt client arguments or paho clients,
-and how often to try a broker that is down."""
+"""Broker URLs (``mqtt://``, ``mqtts://``) into aiomqtt client arguments or paho clients."""
 
 from __future__ import annotations
 
-import math
 import ssl
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -20,34 +16,6 @@ from monitor.errors import ConfigError
 # the half-minute a generic client would wait. An attempt at a local broker costs a
 # refused connection, nothing more.
 RECONNECT_MAX_S = 5  # seconds (paho takes whole seconds)
-
-
-class Retry:
-    """Doubling waits between attempts, from ``first`` up to ``most`` seconds, and which
-    failures are worth a log line: each while the wait grows, then one per ``quiet_s``
-    (at the bound, a long outage would otherwise log every few seconds)."""
-
-    def __init__(self, *, first: float = 0.5, most: float = RECONNECT_MAX_S,
-                 quiet_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.first, self.most, self.quiet_s, self.clock = first, most, quiet_s, clock
-        self.wait = 0.0  # before the next attempt
-        self._logged = -math.inf
-        self._unlogged = 0
-
-    def failed(self) -> int | None:
-        """An attempt failed: ``wait`` is now the delay before the next. Returns None
-        when this failure needs no log line, else how many went unlogged before it."""
-        grown = self.wait < self.most
-        self.wait = min(self.most, max(self.first, self.wait * 2))
-        now = self.clock()
-        if not grown and now - self._logged < self.quiet_s:
-            self._unlogged += 1
-            return None
-        self._logged, unlogged, self._unlogged = now, self._unlogged, 0
-        return unlogged
-
-    def succeeded(self) -> None:
-        self.wait, self._logged, self._unlogged = 0.0, -math.inf, 0
 
 
 def redacted(url: str) -> str:

@@ -23,6 +23,7 @@ import orjson
 
 from monitor.errors import SinkError, SpoolError
 from monitor.metrics import Metrics
+from monitor.retry import Retry
 from monitor.sqlitedb import connect
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,10 @@ class SpooledWriter:
         self.metrics = metrics
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.max_backoff_s = max_backoff_s
         self.journal = journal
         self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(queue_size)
         self._retry_at = 0.0
-        self._backoff = 0.0
+        self._retry = Retry(most=max_backoff_s)
         self._stuck_since: float | None = None  # monotonic: first failure not yet cleared
         self._closing = False
         self._wake = asyncio.Event()
@@ -330,16 +330,20 @@ class SpooledWriter:
         return True
 
     def _ok(self) -> None:
-        self._backoff = 0.0
+        if self._stuck_since is not None:
+            log.warning("%s available again after %.1f s", self.sink.name,
+                        time.monotonic() - self._stuck_since)
+        self._retry.succeeded()
         self._stuck_since = None
 
     def _fail(self, exc: Exception) -> None:
-        self._backoff = min(self.max_backoff_s, max(0.5, self._backoff * 2))
-        self._retry_at = time.monotonic() + self._backoff
+        unlogged = self._retry.failed()
+        self._retry_at = time.monotonic() + self._retry.wait
         if self._stuck_since is None:
             self._stuck_since = time.monotonic()
-        log.warning("%s unavailable (%s); spooling, retry in %.1f s",
-                    self.sink.name, exc, self._backoff)
+        if unlogged is not None:
+            log.warning("%s unavailable (%s); spooling, retry in %.1f s%s", self.sink.name,
+                        exc, self._retry.wait, Retry.since(unlogged))
 
     async def _drain_spool(self) -> None:
         name = self.sink.name

@@ -1,13 +1,14 @@
-"""Waits between attempts at a broker that is down, and which failures get a log line."""
+"""Waits between attempts at something that is down, and which failures get a log line."""
 
 from __future__ import annotations
 
-from monitor.mqtt import RECONNECT_MAX_S, Retry
+from monitor.mqtt import RECONNECT_MAX_S
+from monitor.retry import Retry
 
 
 def test_waits_double_to_the_bound_and_a_long_outage_logs_once_a_minute() -> None:
     now = [0.0]
-    retry = Retry(clock=lambda: now[0])
+    retry = Retry(most=RECONNECT_MAX_S, clock=lambda: now[0])
     waits, logged = [], []
     for _ in range(41):  # ~3 minutes of failures, most at the bound
         unlogged = retry.failed()
@@ -26,7 +27,7 @@ def test_waits_double_to_the_bound_and_a_long_outage_logs_once_a_minute() -> Non
 
 def test_success_starts_over() -> None:
     now = [0.0]
-    retry = Retry(clock=lambda: now[0])
+    retry = Retry(most=RECONNECT_MAX_S, clock=lambda: now[0])
     for _ in range(10):
         retry.failed()
         now[0] += retry.wait

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.errors import SinkError
@@ -34,7 +35,8 @@ class FlakySink:
         self.closed = True
 
 
-async def test_outage_spools_in_order_and_drains_after(tmp_path: Path) -> None:
+async def test_outage_spools_in_order_and_drains_after(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     reg = CollectorRegistry()
     metrics = Metrics(reg)
     sink = FlakySink()
@@ -58,6 +60,11 @@ async def test_outage_spools_in_order_and_drains_after(tmp_path: Path) -> None:
     assert sink.closed
     assert reg.get_sample_value("wardwatch_sink_delivered_total", {"sink": "flaky"}) == 11
     assert reg.get_sample_value("wardwatch_sink_spooled_records_total", {"sink": "flaky"}) == 10
+    # retried every 0.05 s while down, but said once (then at most once a minute), and
+    # its return said too
+    said = [r.message for r in caplog.records]
+    assert sum(m.startswith("flaky unavailable (down)") for m in said) == 1
+    assert sum(m.startswith("flaky available again after") for m in said) == 1
 
 
 async def test_shutdown_while_down_keeps_everything_on_disk(tmp_path: Path) -> None:
