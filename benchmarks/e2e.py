@@ -111,9 +111,16 @@ async def collect_alarm_delays(sub: aiomqtt.Client, got: list[float]) -> None:
     """Append to ``got`` each paced alarm's delay: its receipt minus the publish time of
     the sample it names (its observation time; one clock), until cancelled."""
     async for msg in sub.messages:
-        ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
-        if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
-            got.append(time.time() - ev["t"])
+        if (t := paced_alarm_t(msg)) is not None:
+            got.append(time.time() - t)
+
+
+def paced_alarm_t(msg: aiomqtt.Message) -> float | None:
+    """The publish time of the sample a paced alarm's event names; None for any other."""
+    ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
+    if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
+        return float(ev["t"])
+    return None
 
 
 async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) -> None:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import aiomqtt
 import numpy as np
-import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "benchmarks")]
@@ -43,9 +42,8 @@ LATE_S = 0.1  # "on time": the issue's publish->alarm bound at 5,000 msg/s
 async def _collect(sub: aiomqtt.Client, got: list[tuple[float, float, str]]) -> None:
     """(receipt, the sample's publish time, bed) for each paced alarm, until cancelled."""
     async for msg in sub.messages:
-        ev = orjson.loads(bytes(msg.payload))  # type: ignore[arg-type]
-        if ev["state"] == "firing" and ev["code"] == "sbp.news2.3":
-            got.append((time.time(), ev["t"], str(msg.topic).rsplit("/", 1)[-1]))
+        if (t := e2e.paced_alarm_t(msg)) is not None:
+            got.append((time.time(), t, str(msg.topic).rsplit("/", 1)[-1]))
 
 
 def _delays(rows: list[tuple[float, float, str]]) -> str:
