@@ -149,13 +149,13 @@ class Daemon:
         ), max_in_flight=settings.mqtt.max_in_flight, name="alerts")
         self._outbox_ready = asyncio.Event()
         self._relay_stopping = asyncio.Event()
-        self._relay_stuck_since: float | None = None  # monotonic
+        self._relay_retry = Retry(most=RECONNECT_MAX_S)  # and since when it fails
         self.relay_done = False
         if lease is not None:
             from monitor.partition import Committer
 
             self.committer = Committer(self, lease)
-        self.metrics.views.stuck["alerts"] = self._relay_stuck
+        self.metrics.views.stuck["alerts"] = self._relay_retry.down_s
         # Dead letters: aggregated (monitor.deadletters), on their own bounded queue and
         # connection, so a flood of bad input never delays an alarm.
         self.spool.adopt("mqtt", "deadletter")  # what an earlier version spooled
@@ -235,7 +235,7 @@ class Daemon:
         the broker acknowledged them (at least once, and at most once more after a
         crash). Unsent rows wait on disk for the broker, or for the next start."""
         store, sink, m = self.alarm_store, self.alerts, self.metrics
-        retry = Retry(most=RECONNECT_MAX_S)
+        retry = self._relay_retry
         try:
             while True:
                 self._outbox_ready.clear()
@@ -252,8 +252,6 @@ class Daemon:
                     if not isinstance(exc, SinkError):
                         m.internal_errors.labels("relay").inc()
                         log.exception("alarm relay: unexpected error")
-                    if self._relay_stuck_since is None:
-                        self._relay_stuck_since = time.monotonic()
                     m.failures.labels(sink.name).inc()
                     unlogged = retry.failed()
                     if unlogged is not None:
@@ -266,12 +264,9 @@ class Daemon:
                         await asyncio.wait_for(self._relay_stopping.wait(), retry.wait)
                     continue
                 store.mark_sent(rows[-1][0])
-                if self._relay_stuck_since is not None:
-                    log.warning("alarm events delivered again after %.1f s",
-                                time.monotonic() - self._relay_stuck_since)
-                self._relay_stuck_since = None
                 m.delivered.labels(sink.name).inc(len(rows))
-                retry.succeeded()
+                if (down := retry.succeeded()) is not None:
+                    log.warning("alarm events delivered again after %.1f s", down)
         finally:
             self.relay_done = True
             await sink.close()
@@ -284,17 +279,13 @@ class Daemon:
     def wake_relay(self) -> None:
         self._outbox_ready.set()
 
-    def _relay_stuck(self) -> float:
-        stuck = self._relay_stuck_since
-        return 0.0 if stuck is None else time.monotonic() - stuck
-
     def self_check(self) -> dict[str, float]:
         """The pipeline's own health, as the signals of the ``system.*`` alarm rules."""
         return {
             # seconds the history sink has been failing (its journal fills meanwhile)
             "history": self.history.stuck_seconds(),
             # seconds the relay has been failing to hand alarm events to the broker
-            "mqtt": self._relay_stuck(),
+            "mqtt": self._relay_retry.down_s(),
             "ingest": self.raw.qsize() / max(1, self.settings.ingest.queue_size),
         }
 

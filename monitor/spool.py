@@ -154,7 +154,6 @@ class SpooledWriter:
         self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(queue_size)
         self._retry_at = 0.0
         self._retry = Retry(most=max_backoff_s)
-        self._stuck_since: float | None = None  # monotonic: first failure not yet cleared
         self._closing = False
         self._wake = asyncio.Event()
         # batches the spool could not take (disk full, I/O error): kept in order, in
@@ -168,8 +167,7 @@ class SpooledWriter:
 
     def stuck_seconds(self) -> float:
         """How long the sink has been failing (0: delivering)."""
-        since = self._stuck_since
-        return 0.0 if since is None else time.monotonic() - since
+        return self._retry.down_s()
 
     async def put(self, records: list[Record],
                   on_durable: Callable[[], None] | None = None) -> None:
@@ -316,7 +314,7 @@ class SpooledWriter:
             self._overflow.append((records, on_durable))
         elif on_durable is not None:
             on_durable()
-        if records and (not self.journal or self._stuck_since is not None):
+        if records and (not self.journal or self._retry.down_since is not None):
             self.metrics.spooled.labels(self.sink.name).inc(len(records))
 
     def _push(self, records: list[Record]) -> bool:
@@ -330,17 +328,13 @@ class SpooledWriter:
         return True
 
     def _ok(self) -> None:
-        if self._stuck_since is not None:
-            log.warning("%s available again after %.1f s", self.sink.name,
-                        time.monotonic() - self._stuck_since)
-        self._retry.succeeded()
-        self._stuck_since = None
+        down = self._retry.succeeded()
+        if down is not None:
+            log.warning("%s available again after %.1f s", self.sink.name, down)
 
     def _fail(self, exc: Exception) -> None:
         unlogged = self._retry.failed()
         self._retry_at = time.monotonic() + self._retry.wait
-        if self._stuck_since is None:
-            self._stuck_since = time.monotonic()
         if unlogged is not None:
             log.warning("%s unavailable (%s); spooling, retry in %.1f s%s", self.sink.name,
                         exc, self._retry.wait, Retry.since(unlogged))
@@ -372,6 +366,4 @@ class SpooledWriter:
                 return
             self.spool.delete_upto(name, upto)
             self.metrics.delivered.labels(name).inc(len(records))
-            if self._stuck_since is not None:
-                log.info("%s: delivering again (%d spooled records sent)", name, len(records))
             self._ok()

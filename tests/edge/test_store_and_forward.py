@@ -98,6 +98,7 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
     sent: dict[str, list[float]] = {str(b): [] for b in range(1, BEDS + 1)}
     acks: dict[str, int] = {}
     peak = 0
+    relay_failing = 0.0
     stop_sending = asyncio.Event()
     base = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -119,6 +120,9 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
     rd = RunningDaemon(dsettings)
     daemon = await rd.start()
 
+    def failing() -> float:  # how long the alarm relay has been failing
+        return rd.metric("wardwatch_sink_failing_seconds", {"sink": "alerts"})
+
     def accepted() -> float:
         return rd.metric("wardwatch_ingest_observations_total", {"outcome": "accepted"})
 
@@ -135,6 +139,7 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
             end = asyncio.get_running_loop().time() + OUTAGE_S
             while asyncio.get_running_loop().time() < end:
                 peak = max(peak, bridge.bridge.spool.depth)
+                relay_failing = max(relay_failing, failing())
                 await asyncio.sleep(0.5)
             broker.start(("mosquitto",), ports={"mosquitto": port})
             await asyncio.sleep(5)
@@ -154,6 +159,7 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
             resent = rd.metric("wardwatch_ingest_observations_total",
                                {"outcome": "out_of_order"})
             got_accepted = accepted()
+            relay_failing_after = failing()
     finally:
         counter.close()
         await rd.stop()
@@ -170,6 +176,7 @@ async def test_a_minute_without_the_broker_loses_nothing_and_keeps_order(
     assert any(m.startswith("MQTT ingest back on") for m in said)
     assert any(m.startswith("alarm events not delivered") for m in said)
     assert any(m.startswith("alarm events delivered again after") for m in said)
+    assert relay_failing > 0.0 and relay_failing_after == 0.0  # on /metrics too
     assert got_accepted == total  # every one once; a late one would count as out of order
     assert stored == sent  # stored once each
 

@@ -31,6 +31,8 @@ def test_success_starts_over() -> None:
     for _ in range(10):
         retry.failed()
         now[0] += retry.wait
-    retry.succeeded()
+    assert retry.down_s() == now[0]  # down since the first failure, at 0
+    assert retry.succeeded() == now[0]  # how long it was down
+    assert retry.down_s() == 0.0 and retry.succeeded() is None  # up: nothing to say
     assert retry.wait == 0.0
     assert retry.failed() == 0 and retry.wait == 0.5  # logged again, from the first wait
