@@ -34,7 +34,7 @@ from monitor.pipeline import Output, Processor
 from monitor.pseudonym import Pseudonymizer
 from monitor.retry import Retry
 from monitor.ruleset import RuleSet
-from monitor.scoring.multivariate import preload as preload_river
+from monitor.scoring.multivariate import RIVER
 from monitor.sinks import InfluxV1Sink, InfluxV2Sink, MqttPublisher, SqliteHistorySink
 from monitor.spool import Sink, Spool, SpooledWriter
 from monitor.station.auth import Accounts
@@ -96,7 +96,7 @@ class Daemon:
         self.processor = Processor(self.metrics, settings.ingest.limits(), engine,
                                    trend_hours=settings.http.trend_hours,
                                    trusted_clients=settings.acks.trusted_clients,
-                                   pseudonym=pseudonym)
+                                   pseudonym=pseudonym, river=RIVER)
         # the models' state: restored now, written every checkpoint_s and at a clean stop
         # (a cluster partition's: restored from the state its worker wrote there, and
         # committed by the partition's Committer instead)
@@ -387,9 +387,7 @@ class Daemon:
         server = serve(ms.host, ms.port, self.registry)
         self.metrics_port = ms.port or None
         started = time.perf_counter()
-        river = preload_river()  # the per-bed detector's library, while the kernels load
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
-        await asyncio.to_thread(river.join)  # ... nor on the first bed's vector
         log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
         switch = sys.getswitchinterval()
         if self.own_process:
@@ -418,6 +416,9 @@ class Daemon:
                 commits = (None if self.lease is None else tg.create_task(
                     self.committer.run(halt_intake, stop), name="partition:commits"))
                 self.intake.start()
+                # the bed detector's library (~1.2 s to import): beside the watching, not
+                # before it; its vectors wait meanwhile (monitor.scoring.multivariate)
+                RIVER.start()
                 log.info("wardwatch running; store in %s", self.settings.store.dir)
                 self.notifier.ready("watching")
                 await stop.wait()

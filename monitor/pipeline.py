@@ -23,7 +23,7 @@ from monitor.lifecycle import AlarmEngine
 from monitor.metrics import Metrics
 from monitor.reconcile import reconcile
 from monitor.scoring import ARTIFACT, FLATLINE, INVALID, STALE_ORDER, ScoredBatch, Scorer
-from monitor.scoring.multivariate import FEATURES, BedAnomaly
+from monitor.scoring.multivariate import FEATURES, Background, BedAnomaly
 from monitor.spool import Record
 from monitor.trends import MinuteTrends
 from monitor.vitals import METRIC_IDS, METRICS
@@ -100,7 +100,8 @@ class Processor:
     def __init__(self, metrics: Metrics, limits: Limits | None = None,
                  engine: AlarmEngine | None = None, *, replay: bool = False,
                  trend_hours: float = 24.0, trusted_clients: Sequence[str] = (),
-                 pseudonym: Callable[[str], str] | None = None) -> None:
+                 pseudonym: Callable[[str], str] | None = None,
+                 river: Background | None = None) -> None:
         self.metrics = metrics
         # an admission's patient identifier becomes a pseudonym before it is stored
         self.pseudonym = pseudonym
@@ -113,7 +114,8 @@ class Processor:
         self.alarms = engine if engine is not None else AlarmEngine()
         fired = metrics.fired
         self.alarms.on_fire = lambda ev: fired.labels(ev.ward, ev.bed, ev.code, ev.priority).inc()
-        self.beds = BedAnomaly()
+        # river: its import, if it runs beside this work (the bed detector then waits)
+        self.beds = BedAnomaly(background=river)
         self.bed_scores: dict[tuple[str, str], tuple[float, float]] = {}
         # per bed number (StreamTable's): the detector's last turn, −inf for none yet
         self._bed_last = np.zeros(0)
@@ -230,6 +232,10 @@ class Processor:
         system = dict(system or {})
         system.setdefault("internal", self.internal_recent(now))
         self._emit(self.alarms.tick(now, self.streams, system), out)
+        try:
+            self._bed_catch_up(out)
+        except Exception as exc:  # the multivariate view is secondary
+            self.internal_error("bed_scores", exc, now, "multivariate bed scores")
         self._faults([], now)
         out.dead = self.dead.drain(now)
         return out
@@ -370,6 +376,7 @@ class Processor:
         with array operations: Python runs only for beds whose turn has come. Artifacts
         never reach the detector.
         """
+        self._bed_catch_up(out)
         ok = _IS_CARDIO[batch.metric] & ((batch.status & _NOT_ACCEPTED) == 0)
         if not ok.any():
             return
@@ -392,8 +399,16 @@ class Processor:
             score = self.beds.score(ward, bed, ts, values)
             self._bed_last[b] = self.beds.last_t(ward, bed)
             if score is not None:
-                self.bed_scores[(ward, bed)] = (ts, score)
-                out.history.append(["b", ward, bed, ts, round(score, 4)])
+                self._bed_score(ward, bed, ts, score, out)
+
+    def _bed_catch_up(self, out: Output) -> None:
+        """The bed vectors that waited for river's import, scored once it is there."""
+        for ward, bed, ts, score in self.beds.catch_up():
+            self._bed_score(ward, bed, ts, score, out)
+
+    def _bed_score(self, ward: str, bed: str, ts: float, score: float, out: Output) -> None:
+        self.bed_scores[(ward, bed)] = (ts, score)
+        out.history.append(["b", ward, bed, ts, round(score, 4)])
 
     def restore_beds(self, blob: bytes) -> None:
         """The multivariate detectors' checkpoint; before the first batch."""

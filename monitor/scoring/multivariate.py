@@ -6,16 +6,23 @@ each bed's latest values together, at most once per ``every_s`` of observation t
 costs ~20-50 µs a call, so it runs per bed and minute, not per sample). Like river's
 ``anomaly.ThresholdFilter``, it does not learn from a vector it scored as anomalous, so a
 deteriorating patient does not become its own normal.
+
+Importing river takes ~1.2 s here (it pulls in scipy.stats), longer than the rest of the
+daemon's start. The daemon therefore starts watching without it: given a
+:class:`Background` import, the detector lets the vectors that fall due before river is
+there wait, in order, and :meth:`BedAnomaly.catch_up` scores them once it is. What waits
+is in the checkpoint too, so a stop meanwhile loses none of it.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import pickle
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from river import anomaly
@@ -25,76 +32,174 @@ FEATURES = ("hr", "sbp", "dbp", "map")
 LIMITS: dict[Hashable, tuple[float, float]] = {
     "hr": (20.0, 250.0), "sbp": (40.0, 260.0), "dbp": (20.0, 160.0), "map": (30.0, 200.0)}
 
+Bed = tuple[str, str]
+#: a vector whose turn came before river was loaded: (ward, bed, t, clipped values)
+Waiting = tuple[str, str, float, dict[str, float]]
+
+
+class Background:
+    """A module imported once, in a background thread (:meth:`start`), or here (:meth:`load`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Background({self.name!r}, loaded={self.loaded})"
+
+    def start(self) -> Background:
+        """Begin the import in a thread, unless it began already."""
+        with self._lock:
+            if self._thread is None and not self.loaded:
+                self._thread = threading.Thread(target=self.load, name=f"import-{self.name}",
+                                                daemon=True)
+                self._thread.start()
+        return self
+
+    def load(self) -> None:
+        try:
+            importlib.import_module(self.name)
+        except BaseException as exc:  # said where it is used: a vector's turn raises it
+            self.error = exc
+        finally:
+            self._done.set()
+
+    @property
+    def loaded(self) -> bool:
+        """True once the import has ended, well or not."""
+        return self._done.is_set()
+
+    def join(self) -> None:
+        self.start()
+        self._done.wait()
+
+
+#: river's anomaly detectors, imported beside the daemon's work (see the module's notes)
+RIVER = Background("river.anomaly")
+
 
 def preload() -> threading.Thread:
-    """Import river in a background thread: it pulls in scipy (~1.5 s here), which the
-    daemon needs only when a bed's first vector is due, not to start watching."""
-    thread = threading.Thread(target=importlib.import_module, args=("river.anomaly",),
-                              name="preload-river", daemon=True)
+    """Import river in a background thread; join the returned thread to wait for it."""
+    thread = threading.Thread(target=RIVER.join, name="preload-river", daemon=True)
     thread.start()
     return thread
 
 
 @dataclass
-class _Bed:
+class _Bed:  # the checkpoints before the waiting vectors hold these (see restore)
     model: anomaly.HalfSpaceTrees
     last_t: float
 
 
 class BedAnomaly:
-    """One HalfSpaceTrees per bed; ``score`` returns a score in [0, 1] when one is due."""
+    """One HalfSpaceTrees per bed; ``score`` returns a score in [0, 1] when one is due.
+
+    ``background``: river's import, if it runs beside the caller's work. Until it has
+    ended, a vector whose turn comes waits (``score`` says None) for :meth:`catch_up`.
+    Without it, river is imported on the first bed's turn.
+    """
 
     def __init__(self, *, every_s: float = 60.0, n_trees: int = 10, height: int = 6,
-                 window_size: int = 60, protect: float = 0.9, seed: int = 7) -> None:
+                 window_size: int = 60, protect: float = 0.9, seed: int = 7,
+                 background: Background | None = None) -> None:
         self.every_s = every_s
         self.n_trees = n_trees
         self.height = height
         self.window_size = window_size
         self.protect = protect
         self.seed = seed
-        self._beds: dict[tuple[str, str], _Bed] = {}
+        self.background = background
+        self._models: dict[Bed, anomaly.HalfSpaceTrees] = {}
+        self._last: dict[Bed, float] = {}  # each bed's last turn (observation time)
+        self._waiting: list[Waiting] = []
+        self._pickled: bytes | None = None  # restored models not yet unpickled
 
     def __repr__(self) -> str:
         return (f"BedAnomaly(every_s={self.every_s}, n_trees={self.n_trees}, "
                 f"height={self.height}, window_size={self.window_size}, "
                 f"protect={self.protect}, seed={self.seed})")
 
+    @property
+    def waiting(self) -> int:
+        """Vectors whose turn came before river was loaded, not yet scored."""
+        return len(self._waiting)
+
     def last_t(self, ward: str, bed: str) -> float:
         """Observation time of the bed's last turn (−inf: none yet)."""
-        state = self._beds.get((ward, bed))
-        return -float("inf") if state is None else state.last_t
+        return self._last.get((ward, bed), -math.inf)
 
     def score(self, ward: str, bed: str, t: float, values: dict[str, float]) -> float | None:
         """Score and learn the bed's vector at observation time ``t``.
 
-        None when it is not yet ``every_s`` since the bed's last call, or a feature is
-        missing or not finite. The first ``window_size`` calls of a bed score 0 (river's
-        HalfSpaceTrees needs one full window as reference).
+        None when it is not yet ``every_s`` since the bed's last turn, a feature is
+        missing or not finite, or the vector waits for river (see :meth:`catch_up`).
+        The first ``window_size`` turns of a bed score 0 (river's HalfSpaceTrees needs
+        one full window as reference).
         """
-        x = {k: values.get(k, float("nan")) for k in FEATURES}
+        x = {k: values.get(k, math.nan) for k in FEATURES}
         if any(v != v for v in x.values()):
             return None
-        state = self._beds.get((ward, bed))
-        if state is None:
-            # A per-bed seed keeps beds independent and results reproducible.
-            seed = self.seed + len(self._beds)
-            from river import anomaly  # loaded on first use (see preload)
-
-            state = _Bed(anomaly.HalfSpaceTrees(
-                n_trees=self.n_trees, height=self.height, window_size=self.window_size,
-                limits=LIMITS, seed=seed), -float("inf"))
-            self._beds[(ward, bed)] = state
-        if t - state.last_t < self.every_s:
+        key = (ward, bed)
+        if t - self._last.get(key, -math.inf) < self.every_s:
             return None
-        state.last_t = t
+        self._last[key] = t
         clipped = {k: min(max(v, LIMITS[k][0]), LIMITS[k][1]) for k, v in x.items()}
-        s = float(state.model.score_one(clipped))  # type: ignore[no-untyped-call]
+        if not self._ready() or self._waiting:
+            self._waiting.append((ward, bed, t, clipped))  # in order behind the others
+            return None
+        return self._turn(key, clipped)
+
+    def catch_up(self) -> list[tuple[str, str, float, float]]:
+        """Score the vectors that waited for river, in their order, once it is loaded:
+        (ward, bed, t, score) each. Nothing (and at once) while it is still loading."""
+        if not self._waiting or not self._ready():
+            return []
+        waiting, self._waiting = self._waiting, []
+        return [(w, b, t, self._turn((w, b), x)) for w, b, t, x in waiting]
+
+    def _ready(self) -> bool:
+        """River is there (raising its import's error if it failed), the restored models
+        unpickled; False while a background import still runs."""
+        bg = self.background
+        if bg is not None and not bg.start().loaded:
+            return False
+        if bg is not None and bg.error is not None:
+            raise ImportError(f"cannot import {bg.name}: {bg.error}") from bg.error
+        if self._pickled is not None:
+            self._models = pickle.loads(self._pickled)
+            self._pickled = None
+        return True
+
+    def _turn(self, key: Bed, clipped: dict[str, float]) -> float:
+        model = self._models.get(key)
+        if model is None:
+            from river import anomaly  # loaded on first use, or in the background
+
+            # A per-bed seed keeps beds independent and results reproducible.
+            model = self._models[key] = anomaly.HalfSpaceTrees(
+                n_trees=self.n_trees, height=self.height, window_size=self.window_size,
+                limits=LIMITS, seed=self.seed + len(self._models))
+        s = float(model.score_one(clipped))  # type: ignore[no-untyped-call]
         if s < self.protect:
-            state.model.learn_one(clipped)  # type: ignore[no-untyped-call]
+            model.learn_one(clipped)  # type: ignore[no-untyped-call]
         return s
 
     def checkpoint(self) -> bytes:
-        return pickle.dumps(self._beds)
+        """Models, last turns and waiting vectors; while river loads, the restored models
+        are passed on as they came (unpickling them needs river)."""
+        models = self._pickled if self._pickled is not None else pickle.dumps(self._models)
+        return pickle.dumps({"last": self._last, "models": models, "waiting": self._waiting})
 
     def restore(self, blob: bytes) -> None:
-        self._beds = pickle.loads(blob)
+        doc: dict[Any, Any] = pickle.loads(blob)
+        if "models" in doc:
+            self._last = dict(doc["last"])
+            self._waiting = list(doc["waiting"])
+            self._pickled = doc["models"]
+        else:  # a checkpoint from before the waiting vectors: {bed: _Bed}; needed river
+            self._models = {k: b.model for k, b in doc.items()}
+            self._last = {k: b.last_t for k, b in doc.items()}
+            self._waiting, self._pickled = [], None

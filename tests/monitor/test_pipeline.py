@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 from prometheus_client import CollectorRegistry
 
 from monitor.metrics import Metrics
 from monitor.pipeline import Processor
+from monitor.scoring.multivariate import Background
 from monitor.vitals import HR, METRIC_IDS
 
 T0 = 1_763_856_000.0
@@ -149,3 +152,23 @@ def test_each_history_row_names_its_sample_and_has_null_for_what_was_not_scored(
     assert first[6:] == [None, None]  # a stream's first sample: nothing to score it against
     old = rows([msg(T0, sbp=99)])  # older than the stream's newest: kept, not scored
     assert old == [["v", "4A", "3", "sbp", T0, 99.0, None, None]]
+
+
+def test_bed_vectors_that_wait_for_river_come_out_with_the_next_tick(
+        gated_import: tuple[Background, threading.Event]) -> None:
+    """While river is imported beside the watching, the bed detector's turns wait; the
+    clock's next tick scores them (no new sample needed), the rows a plain processor
+    would have written."""
+    background, gate = gated_import
+    messages = [msg(T0 + 60 * k, hr=75 + k % 3, sbp=120, dbp=75, map=90) for k in range(5)]
+    plain = Processor(Metrics(CollectorRegistry()))
+    want = [r for m in messages for r in plain.process([m]).history if r[0] == "b"]
+    assert len(want) == 5
+    p = Processor(Metrics(CollectorRegistry()), river=background)
+    assert not [r for m in messages for r in p.process([m]).history if r[0] == "b"]
+    assert not [r for r in p.tick(T0 + 300).history if r[0] == "b"]  # still loading
+    gate.set()
+    background.join()
+    assert [r for r in p.tick(T0 + 301).history if r[0] == "b"] == want
+    assert p.bed_scores == plain.bed_scores
+    assert not [r for r in p.tick(T0 + 302).history if r[0] == "b"]
