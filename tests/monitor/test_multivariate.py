@@ -4,13 +4,15 @@ the vectors that wait while river is imported in the background."""
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
+import time
 import uuid
 
 import numpy as np
 import pytest
 
-from monitor.scoring.multivariate import Background, BedAnomaly, _Bed
+from monitor.scoring.multivariate import Background, BedAnomaly, _Bed, _Pause
 
 
 def vitals(rng: np.random.Generator, hr: float = 75, sbp: float = 125) -> dict[str, float]:
@@ -136,3 +138,22 @@ def test_a_failed_import_is_said_where_a_vector_is_due() -> None:
     det = BedAnomaly(background=background)
     with pytest.raises(ImportError, match="cannot import ww_missing_"):
         det.score("4A", "1", 0.0, vitals(np.random.default_rng(0)))
+
+
+def test_a_background_import_leaves_the_gil_to_the_others_and_puts_all_back(
+        gated_import: tuple[Background, threading.Event]) -> None:
+    background, gate = gated_import
+    before = sys.getswitchinterval()
+    assert background.switch_s < before
+    background.start()
+    deadline = time.monotonic() + 30
+    while sys.getswitchinterval() == before and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the import runs
+    assert sys.getswitchinterval() == pytest.approx(background.switch_s)  # in µs inside
+    assert [f for f in sys.meta_path if isinstance(f, _Pause)]
+    assert not background.loaded
+    gate.set()
+    background.join()
+    assert background.loaded and background.error is None and background.took_s > 0
+    assert sys.getswitchinterval() == before
+    assert not [f for f in sys.meta_path if isinstance(f, _Pause)]
