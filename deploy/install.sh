@@ -12,7 +12,9 @@
 #     constraints.txt (the daemon and the bridge: no pandas, statsmodels, matplotlib...)
 #   - /etc/wardwatch/wardwatch.toml (from deploy/wardwatch.toml), /var/lib/wardwatch
 #     (the store) and /var/cache/wardwatch/numba, where the scoring kernels are compiled
-#     now, as the wardwatch user, so that the service's first start loads them in a second
+#     now, as the wardwatch user, so that the service's first start loads them in a second;
+#     the two live ones also ahead of time (gcc and python3.X-dev from apt), so that it
+#     starts without numba
 #   - the systemd units wardwatch.service and wardwatch-bridge.service, enabled, not started
 #
 # --root DIR installs into DIR instead of / (a staging tree, the tests): no user, no apt,
@@ -106,8 +108,25 @@ fi
 say "compiling the scoring kernels into $cache/numba (30-60 s once)"
 # from /, as the service runs: the installed package, not a checkout in the current folder
 # (Numba keys its cache on the source file's path)
-(cd / && as_service env NUMBA_CACHE_DIR="$cache/numba" "$opt/.venv/bin/python" -c \
-    'from monitor.scoring import Scorer; Scorer().warm_up()')
+(cd / && as_service env NUMBA_CACHE_DIR="$cache/numba" WARDWATCH_KERNELS=jit \
+    "$opt/.venv/bin/python" -c 'from monitor.scoring import Scorer; Scorer().warm_up()')
+
+# the two live kernels also compiled ahead, into the same directory: the daemon then
+# starts without importing numba (monitor/scoring/aot.py); a C compiler and Python's
+# headers are needed for it. Without them it runs the cache above (Numba's JIT).
+pydev=$("$opt/.venv/bin/python" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')
+inc=$("$opt/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+if [ "$staging" = 0 ] && { ! command -v cc >/dev/null || [ ! -f "$inc/Python.h" ]; }; then
+    say "installing gcc and $pydev (apt), to compile the kernels ahead"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc "$pydev" || true
+fi
+say "compiling the live kernels ahead into $cache/numba (~20 s)"
+if ! (cd / && as_service env NUMBA_CACHE_DIR="$cache/numba" "$opt/.venv/bin/python" -m \
+        monitor.scoring.build_kernels); then
+    say "WARNING: the kernels were not compiled ahead (a C compiler and $pydev are needed);" \
+        "the daemon runs Numba's JIT from the cache, and starts ~0.5 s slower"
+fi
 
 if [ "$systemd" = 1 ]; then
     units=$root/etc/systemd/system

@@ -388,7 +388,8 @@ class Daemon:
         self.metrics_port = ms.port or None
         started = time.perf_counter()
         self.processor.scorer.warm_up()  # before subscribing: no stall on the first data
-        log.info("scoring kernels ready in %.1f s", time.perf_counter() - started)
+        log.info("scoring kernels ready in %.1f s: %s", time.perf_counter() - started,
+                 self.processor.scorer.kernels.source)
         switch = sys.getswitchinterval()
         if self.own_process:
             # what start-up loaded (modules, compiled kernels) is never garbage: keep it

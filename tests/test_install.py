@@ -1,9 +1,9 @@
 """deploy/install.sh into a staging root, as an installer would run it on a gateway.
 
 One install (about a minute: the venv and the kernels' compilation), then: the files are
-where the units expect them, the venv carries the runtime only, the kernels load from the
-precompiled cache without compiling, and the installed daemon and bridge start and tell
-systemd they are ready.
+where the units expect them, the venv carries the runtime only, the kernels load compiled
+ahead (no numba imported) and, asked for, from Numba's precompiled cache without
+compiling, and the installed daemon and bridge start and tell systemd they are ready.
 """
 
 from __future__ import annotations
@@ -92,11 +92,21 @@ def test_the_gateway_venv_carries_the_runtime_only(staged: Path) -> None:
 
 
 def test_the_kernels_load_from_the_install_time_cache(staged: Path) -> None:
+    cache = staged / "var/cache/wardwatch/numba"
+    # compiled ahead: what the daemon runs, numba not even imported
+    probe = ("import sys; from monitor.scoring import Scorer; s = Scorer(); s.warm_up(); "
+             "print(s.kernels.source); print('numba' in sys.modules)")
+    out = subprocess.run([_venv(staged, "python"), "-c", probe], capture_output=True,
+                         text=True, check=True, cwd="/",
+                         env={**os.environ, "NUMBA_CACHE_DIR": str(cache)}).stdout.split("\n")
+    assert out[0].startswith(f"compiled ahead ({cache}/_ww_kernels_"), out
+    assert out[1] == "False"
+    # and Numba's JIT, the fallback, from its cache without compiling
     proc = subprocess.run(
         [_venv(staged, "python"), "-c", "from monitor.scoring import Scorer; Scorer().warm_up()"],
         capture_output=True, text=True, check=True, cwd="/",
-        env={**os.environ, "NUMBA_CACHE_DIR": str(staged / "var/cache/wardwatch/numba"),
-             "NUMBA_DEBUG_CACHE": "1"})
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1",
+             "WARDWATCH_KERNELS": "jit"})
     log = proc.stdout + proc.stderr
     assert "data loaded" in log and "score_batch" in log, log[-2000:]
     assert "data saved" not in log, log[-2000:]  # nothing had to be compiled

@@ -8,17 +8,19 @@ samples from many streams through one kernel call. What each sample gets back is
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
 from monitor.rules import rule_tables
-from monitor.scoring import _cache
+from monitor.scoring import _cache, aot
 from monitor.scoring import _layout as L
-from monitor.scoring._kernels import SCRATCH_N, in_order, score_batch, score_batch_parallel
 from monitor.scoring._layout import (
     ARTIFACT,
     BAND_CHANGED,
@@ -26,19 +28,58 @@ from monitor.scoring._layout import (
     FLATLINE,
     GAP,
     INVALID,
+    SCRATCH_N,
     STALE_ORDER,
     WARMUP,
 )
 from monitor.scoring.params import GENERIC, MetricParams, param_table
 
 __all__ = ["ARTIFACT", "BAND_CHANGED", "DRIFT", "FLATLINE", "GAP", "GENERIC", "INVALID",
-           "STALE_ORDER",
-           "WARMUP", "ScoredBatch", "Scorer", "StreamTable"]
+           "KERNELS", "STALE_ORDER",
+           "WARMUP", "ScoredBatch", "Scorer", "StreamTable", "jit_kernels"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-_cache.drop_stale()
+log = logging.getLogger(__name__)
+
+
+def jit_kernels() -> aot.Kernels:
+    """The live kernels from Numba's JIT (its on-disk cache kept consistent)."""
+    _cache.drop_stale()
+    from monitor.scoring._kernels import in_order, score_batch
+
+    return aot.Kernels(in_order, score_batch, "Numba JIT")
+
+
+def _live_kernels() -> aot.Kernels:
+    """Compiled ahead if built for these sources (``monitor.scoring.aot``), else the JIT's.
+    ``WARDWATCH_KERNELS=jit`` asks for the JIT's."""
+    if os.environ.get("WARDWATCH_KERNELS", "").lower() != "jit":
+        try:
+            compiled = aot.load()
+        except (ImportError, OSError) as exc:
+            log.warning("compiled-ahead kernels not loaded (%s); using Numba's JIT", exc)
+        else:
+            if compiled is not None:
+                return compiled
+    return jit_kernels()
+
+
+#: the kernels the live path runs (Scorer's default)
+KERNELS = _live_kernels()
+
+
+@functools.cache
+def _parallel() -> tuple[Callable[..., None], Callable[[], int]]:
+    """The parallel kernel (large batches: files and replays; Numba's JIT only) and
+    the number of its threads."""
+    import numba
+
+    jit_kernels()  # the cache checked first
+    from monitor.scoring._kernels import score_batch_parallel
+
+    return score_batch_parallel, numba.get_num_threads
 
 PARALLEL_MIN = 50_000  # samples in a batch before threads pay for themselves
 
@@ -202,8 +243,10 @@ class Scorer:
     """Scores batches of samples against a :class:`StreamTable` with one kernel call."""
 
     def __init__(self, streams: StreamTable | None = None, *,
-                 params: dict[int, MetricParams] | None = None) -> None:
+                 params: dict[int, MetricParams] | None = None,
+                 kernels: aot.Kernels | None = None) -> None:
         self.streams = streams if streams is not None else StreamTable()
+        self.kernels = kernels or KERNELS
         tables = rule_tables()
         pad = ((0, 1), (0, 0))  # the generic metric has no band rule
         self.edges = np.pad(tables.edges, pad)
@@ -219,7 +262,7 @@ class Scorer:
         The first compile takes seconds; paying it before taking traffic keeps the first
         live batch from stalling. The parallel kernel compiles on first large batch.
         """
-        scratch = Scorer(StreamTable(capacity=8))
+        scratch = Scorer(StreamTable(capacity=8), kernels=self.kernels)
         ids = np.arange(len(self.n_edges), dtype=np.int64)
         sid = np.array([scratch.streams.index("warm-up", "0", int(m)) for m in ids])
         scratch.score(sid, ids, np.ones(ids.size), np.full(ids.size, 80.0), 0.0)
@@ -242,7 +285,7 @@ class Scorer:
         metric = np.ascontiguousarray(metric, dtype=np.int64)
         t = np.ascontiguousarray(t, dtype=np.float64)
         v = np.ascontiguousarray(v, dtype=np.float64)
-        if not in_order(sid, t):
+        if not self.kernels.in_order(sid, t):
             order = np.lexsort((t, sid) if msg is None else (t, msg, sid))
             sid, metric, t, v = sid[order], metric[order], t[order], v[order]
         k = sid.shape[0]
@@ -254,10 +297,11 @@ class Scorer:
         status = np.empty(k, dtype=np.int64)
         args = (starts, sid, metric, t, v, st.fs, st.ist, st.rt, st.rx, st.rok, st.sw, st.gh,
                 self.params, self.edges, self.upper, self.n_edges, out, band, status)
-        if k >= PARALLEL_MIN and starts.size > 2:
-            score_batch_parallel(*args, 16 * numba.get_num_threads())
+        if k >= PARALLEL_MIN and starts.size > 2:  # offline: files, replays
+            kernel, threads = _parallel()
+            kernel(*args, 16 * threads())
         else:
-            score_batch(*args, self._scratch)
+            self.kernels.score_batch(*args, self._scratch)
         # only a new, usable sample says the stream is alive: a re-sent or refused one
         # must not keep a stale-data alarm quiet
         fresh = (status & (STALE_ORDER | INVALID)) == 0

@@ -53,6 +53,7 @@ from monitor.scoring._layout import (
     P_TREND_S,
     P_TREND_TAU,
     P_VAR_FLOOR,
+    PAIRS_N,
 )
 
 MAX_FILL = 3  # grid steps interpolated across a gap; longer gaps restart the lags...
@@ -63,8 +64,6 @@ P0 = 10.0  # RLS prior variance of the AR coefficients
 SIG2_DECAY = 0.95  # EWMA weight of the innovation variance, per grid step
 WARMUP_GRID = 4  # grid points before forecasts are given
 SQRT2 = math.sqrt(2.0)
-PAIRS_N = GHIST * (GHIST - 1) // 2  # pairwise slopes of the longest slope window
-SCRATCH_N = PAIRS_N + GHIST  # floats of scratch the kernel needs: the pairs and the window
 
 
 @helper

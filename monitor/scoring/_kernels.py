@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from monitor.scoring._grid import SCRATCH_N, clear_forecast, grid_update
+from monitor.scoring._grid import clear_forecast, grid_update
 from monitor.scoring._jit import helper, kernel
 from monitor.scoring._layout import (
     ARTIFACT,
@@ -104,6 +104,7 @@ from monitor.scoring._layout import (
     P_TAU,
     P_VAR_FLOOR,
     P_ZERO_ART,
+    SCRATCH_N,
     STALE_ORDER,
     WARMUP,
 )

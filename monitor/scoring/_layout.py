@@ -66,6 +66,8 @@ NI = 12
 RING = 64  # raw samples kept per stream
 GHIST = 12  # grid values kept per stream (robust slope): the most P_SLOPE_N may ask
 WMAX = 16  # largest median / Hampel window
+PAIRS_N = GHIST * (GHIST - 1) // 2  # pairwise slopes of the longest slope window
+SCRATCH_N = PAIRS_N + GHIST  # floats of scratch the kernel needs: the pairs and the window
 
 # -- per-metric parameters -----------------------------------------------------------
 P_TAU = 0  # slow EWMA time constant (s)

@@ -26,3 +26,15 @@ def gated_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(builtins, "__ww_gate__", gate, raising=False)
     yield Background(name), gate
     gate.set()
+
+
+@pytest.fixture(scope="session")
+def compiled_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the live kernels compiled ahead, built afresh (~20 s) for the
+    session, as ``./dev setup`` and ``deploy/install.sh`` build them."""
+    from monitor.scoring.aot import build
+
+    where = tmp_path_factory.mktemp("aot")
+    (where / "_ww_kernels_0000.cpython-311-x86_64-linux-gnu.so").write_bytes(b"an old build")
+    build(where)
+    return where
