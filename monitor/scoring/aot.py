@@ -22,7 +22,9 @@ version pinned here, and the JIT remains the fallback when it goes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import importlib.machinery
 import importlib.util
 import os
@@ -31,7 +33,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -130,6 +132,28 @@ def _signature(name: str) -> str:
     return f"{RETURNS[name]}({', '.join(args)})"
 
 
+@contextlib.contextmanager
+def _releasing_the_gil() -> Iterator[None]:
+    """Compile the exported functions' wrappers to let go of the GIL while they run, as
+    the JIT's kernels do (``nogil=True``: offline ``score`` overlaps the kernel with the
+    alarm walk, and the intake's network thread reads while a batch is scored). pycc has
+    no option for it: its compiler makes its own ``Flags()``, whose ``release_gil`` this
+    sets (numba is pinned; ``tests/monitor/test_aot.py`` checks the result)."""
+    compiler: Any = importlib.import_module("numba.pycc.compiler")
+    plain = compiler.Flags
+
+    def flags() -> Any:
+        f = plain()
+        f.release_gil = True
+        return f
+
+    compiler.Flags = flags
+    try:
+        yield
+    finally:
+        compiler.Flags = plain
+
+
 def build(where: Path | None = None) -> Path:
     """Compile the live kernels into ``where`` (default :func:`directory`), replacing
     any earlier build; returns the extension's path."""
@@ -149,7 +173,7 @@ def build(where: Path | None = None) -> Path:
         cc.verbose = False
         for fn in ARGS:
             cc.export(fn, _signature(fn))(getattr(_kernels, fn).py_func)  # type: ignore[no-untyped-call]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _releasing_the_gil():
             warnings.simplefilter("ignore")
             cc.compile()
         built = Path(tmp) / target.name

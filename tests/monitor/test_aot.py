@@ -57,6 +57,13 @@ def test_compiled_ahead_kernels_give_the_jit_s_bits(compiled_kernels: Path) -> N
             assert (g == w) if name == "keys" else np.array_equal(g, w, equal_nan=True), name
 
 
+def test_compiled_ahead_kernels_let_go_of_the_gil(compiled_kernels: Path) -> None:
+    # as the JIT's (nogil=True): their wrappers save the thread state around the call,
+    # the only reason the extension would import PyEval_SaveThread (its helper C has none)
+    binary = aot.path(compiled_kernels).read_bytes()
+    assert b"PyEval_SaveThread" in binary and b"PyEval_RestoreThread" in binary
+
+
 def test_compiled_ahead_kernels_refuse_what_they_would_misread(compiled_kernels: Path) -> None:
     compiled = aot.load(compiled_kernels)
     assert compiled is not None
