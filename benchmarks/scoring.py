@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor.scoring import Scorer
+from monitor.scoring import Scorer, aot
 from monitor.scoring import _layout as L
 from monitor.scoring._kernels import SCRATCH_N, score_batch, score_batch_parallel
 from monitor.scoring.params import PARAMS
@@ -78,7 +78,9 @@ def kernel_ns(dt: float, streams: int = 10_000, per: int = 100) -> dict[str, flo
     * ``serial``: the kernel on one thread;
     * ``threads``: the kernel with the streams spread over every core (what a batch this
       large gets);
-    * ``score``: ``Scorer.score`` end to end (order check, output allocation, kernel).
+    * ``score``: ``Scorer.score`` end to end (order check, output allocation, kernel: the
+      one ``wardwatch run`` uses, compiled ahead where it is built);
+    * ``ahead``: the serial kernel compiled ahead (``monitor.scoring.aot``), if built.
 
     Each is the best of five batches that continue the same streams.
     """
@@ -103,6 +105,10 @@ def kernel_ns(dt: float, streams: int = 10_000, per: int = 100) -> dict[str, flo
                                                   16 * numba.get_num_threads()),
         "score": lambda t: sc.score(sid, metric, t, v, 0.0),
     }
+    ahead = aot.load()
+    if ahead is not None:
+        runs["ahead"] = lambda t: ahead.score_batch(starts, sid, metric, t, v, *state,
+                                                   np.empty(SCRATCH_N))
     best = dict.fromkeys(runs, math.inf)
     r = 1
     for _ in range(5):
@@ -191,6 +197,8 @@ def main() -> None:
         (f"wardwatch, 10k HR streams at 5 s, {threads} threads", f"{k_ns:.0f} ns/smp",
          f"{k1:11.2f} {kh:11.2f}"),
         ("  the same, 1 thread", f"{ks['serial']:.0f} ns/smp", ""),
+        ("  the same, 1 thread, compiled ahead (the daemon's)",
+         f"{ks['ahead']:.0f} ns/smp" if "ahead" in ks else "not built", ""),
         ("  the same through Scorer.score (end to end)", f"{ks['score']:.0f} ns/smp", ""),
         (f"  HR at 1 Hz, {threads} threads / 1 thread",
          f"{hz['threads']:.0f} / {hz['serial']:.0f} ns/smp", ""),
@@ -204,6 +212,8 @@ def main() -> None:
     print(f"\nriver (SNARIMAX + HST) / wardwatch cost per sample: {(s_ns + h_ns) / k_ns:.0f}x "
           f"({(s_ns + h_ns) / ks['serial']:.0f}x on 1 thread, "
           f"{(s_ns + h_ns) / ks['score']:.0f}x end to end)")
+    if "ahead" in ks:
+        print(f"compiled ahead / JIT, 1 thread: {ks['ahead'] / ks['serial']:.2f}")
     print(f"forecast MAE wardwatch / SNARIMAX: 1-step {k1 / s1:.2f}, 30 min {kh / sh:.2f}")
     print(f"forecast MAE wardwatch / statsmodels refit: 1-step {k1 / m1:.2f}, "
           f"30 min {kh / mh:.2f}")

@@ -4,18 +4,17 @@
 
 One private Mosquitto (deploy/dev/services.py); each start is a new ``wardwatch run``
 process on a fresh store, timed from the spawn to its log line "subscribed to" (read every
-10 ms), then stopped. The first start compiles the kernels if Numba's cache is cold, and
-is reported apart. Also prints, from each daemon's log, when the scoring kernels were
-ready and how long river's import took beside the watching (the per-bed detector's).
+10 ms), then stopped. The first start compiles the kernels if neither the compiled-ahead
+ones nor Numba's cache are there, and is reported apart. Also prints, from each daemon's
+log, when the scoring kernels were ready and how long river's import took beside the
+watching (the per-bed detector's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,20 +25,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "benchmarks")]
 
-from e2e import _until_subscribed  # noqa: E402
-from services import Services, free_port  # noqa: E402
+from e2e import _until_subscribed, spawn_daemon  # noqa: E402
+from services import Services  # noqa: E402
 
 
 async def once(port: int, n: int) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as store:
         log = Path(store) / "daemon.log"
-        env = {**os.environ, "WARDWATCH_MQTT_CLIENT_ID": f"start-{n}"}
         spawned = time.monotonic()
-        with open(log, "wb") as fh:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--broker",
-                 f"mqtt://127.0.0.1:{port}", "--store", store, "--metrics-port",
-                 str(free_port())], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=fh)
+        daemon = spawn_daemon(f"mqtt://127.0.0.1:{port}", store, f"start-{n}", log)
         try:
             await _until_subscribed(port, daemon, log, every=0.01)
             took = time.monotonic() - spawned
@@ -66,7 +60,8 @@ async def main() -> None:
     try:
         port = svc.started["mosquitto"].port
         first, _ = await once(port, 0)
-        print(f"first start (compiles the kernels if Numba's cache is cold): {first:.2f} s")
+        print(f"first start (compiles the kernels if neither the compiled-ahead ones nor "
+              f"Numba's cache are there): {first:.2f} s")
         took = []
         for n in range(1, args.starts + 1):
             s, text = await once(port, n)
