@@ -47,17 +47,23 @@ class Background:
 
     An import holds the GIL for most of its time, and the threads beside it wait for
     it: the intake's network thread, back from each socket read, waits up to the
-    interpreter's switch interval, read after read, and the alarms with it (the first
-    alarms after a start had a p99 of ~200 ms instead of ~20 while river loaded:
-    ``benchmarks/restart.py``). So while it imports, the interpreter switches threads
-    every ``switch_s`` and the importing thread sleeps ``pause_s`` before each module,
-    leaving the GIL to the others; the import takes longer, which costs nothing here.
+    interpreter's switch interval, read after read, and the alarms with it. River's
+    import is ~1.2 s of such work here; taken at once beside a daemon near its capacity,
+    that is ~1.2 s of processing the daemon must then catch up on its spare capacity
+    (at 5,000 msg/s here: 7-12 s late after a restart, ``benchmarks/restart.py``). So it
+    is spread out: before each module it imports, the importing thread sleeps long enough
+    that it works at most ``duty`` of the time since its last pause (waiting for the GIL
+    counts as working, so it slows further under load), and while it imports, the
+    interpreter switches threads every ``switch_s``. At 0.1, river takes ~12 s to load;
+    what needs it (the per-bed detector, once a minute a bed) waits that long once.
     """
 
-    def __init__(self, name: str, *, switch_s: float = 0.0002, pause_s: float = 0.001) -> None:
+    def __init__(self, name: str, *, duty: float = 0.1, switch_s: float = 0.0002) -> None:
+        if not 0 < duty <= 1:
+            raise ValueError(f"duty must be in (0, 1], not {duty}")
         self.name = name
+        self.duty = duty
         self.switch_s = switch_s
-        self.pause_s = pause_s
         self.error: BaseException | None = None
         self.took_s = math.nan  # how long the import took
         self._done = threading.Event()
@@ -78,7 +84,7 @@ class Background:
 
     def load(self) -> None:
         started = time.perf_counter()
-        pause = _Pause(threading.get_ident(), self.pause_s)
+        pause = _Pause(threading.get_ident(), self.duty)
         switch = sys.getswitchinterval()
         sys.meta_path.insert(0, pause)
         sys.setswitchinterval(min(switch, self.switch_s))
@@ -106,16 +112,22 @@ class Background:
 
 
 class _Pause:
-    """A finder that finds nothing: on one thread, it sleeps before each module is
-    looked for (see :class:`Background`)."""
+    """A finder that finds nothing: on one thread, before each module is looked for, it
+    sleeps so that the thread has worked at most ``duty`` of the time since its last
+    pause (see :class:`Background`)."""
 
-    def __init__(self, thread: int, pause_s: float) -> None:
+    def __init__(self, thread: int, duty: float) -> None:
         self.thread = thread
-        self.pause_s = pause_s
+        self.duty = duty
+        self.since = time.perf_counter()
 
     def find_spec(self, name: str, path: object, target: object = None) -> None:
-        if self.pause_s > 0 and threading.get_ident() == self.thread:
-            time.sleep(self.pause_s)
+        if threading.get_ident() != self.thread:
+            return
+        worked = time.perf_counter() - self.since
+        if worked > 0 and self.duty < 1:
+            time.sleep(worked * (1 - self.duty) / self.duty)
+        self.since = time.perf_counter()
 
 
 #: river's anomaly detectors, imported beside the daemon's work (see the module's notes)
