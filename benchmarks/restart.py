@@ -6,9 +6,12 @@ One private Mosquitto (deploy/dev/services.py); ``wardwatch run`` as its own pro
 SQLite history in a store that is kept; the paced publisher of ``benchmarks/e2e.py``
 (background HR from 200 beds at ``--rate`` msg/s, and every 50 ms one sample that makes an
 immediate high-priority alarm on a bed of its own, its observation time its publish time).
-``--at`` seconds into the load the daemon is stopped (SIGTERM: it drains, writes its
-checkpoint and exits) and a new one is started on the same store and persistent session,
-as an upgrade or a configuration change does; the broker holds what arrives meanwhile.
+The load begins once the first daemon has also loaded river (imported beside the
+watching, ~13 s: its steady state, the baseline). ``--at`` seconds into the load the
+daemon is stopped (SIGTERM: it drains, writes its checkpoint and exits) and a new one is
+started on the same store and persistent session, as an upgrade or a configuration change
+does; the broker holds what arrives meanwhile. The new one imports river beside the
+watching too, so what comes after the start includes that.
 
 Prints how long the stop and the start took, how many alarms arrived of those sent (and
 any twice), the publish→alarm delay of the alarms raised before the stop (the baseline,
@@ -68,6 +71,7 @@ async def once(port: int, rate: float, seconds: float, at: float) -> None:
                 await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
                 await e2e._until_subscribed(port, first, Path(store) / "first.log", 0.01)
                 fresh = time.time() - spawned
+                await e2e.until_settled(first, Path(store) / "first.log")  # steady
                 pub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", e2e.PACED, str(port), str(rate), str(seconds), "0",
                     stdout=asyncio.subprocess.PIPE)
