@@ -441,11 +441,13 @@ class Worker:
         import nats
         from nats.js.api import KeyValueConfig
 
-        from monitor.scoring.multivariate import preload as preload_river
+        from monitor.scoring.multivariate import RIVER
 
         ms = self.settings.metrics
         server = serve(ms.host, ms.port, self.registry)
-        river = preload_river()
+        # the per-bed detector's library, at full speed beside the broker's set-up (a
+        # worker starts before its partitions come: nothing is watched meanwhile)
+        river = asyncio.create_task(asyncio.to_thread(RIVER.load, spread=False))
         nc = await nats.connect(servers=broker_urls(self.cfg.nats),
                                 name=f"wardwatch-{self.id}", max_reconnect_attempts=-1,
                                 error_cb=log_nats_error)
@@ -456,7 +458,7 @@ class Worker:
             self.kv = await js.create_key_value(KeyValueConfig(
                 bucket=self.cfg.bucket, history=1, replicas=self.cfg.replicas,
                 description="wardwatch partition states (monitor/cluster.py)"))
-            await asyncio.to_thread(river.join)
+            await river
             # what start-up loaded (modules, compiled kernels) is never garbage: out of the
             # collector's full passes, which otherwise walk it all and stall every partition
             # (as the single daemon does: monitor.daemon)

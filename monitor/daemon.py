@@ -80,6 +80,7 @@ class Daemon:
         # ``wardwatch run``: the process is the daemon's, so it tunes the interpreter
         # (garbage collector, GIL switch interval) for it; embedded (tests, the demo), not
         self.own_process = own_process
+        self._river_frozen = False  # river's modules moved out of the collector's view
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         # timers, ages and receipt times: wall time that a step of the system clock
@@ -308,6 +309,11 @@ class Daemon:
                 await self._checkpoint()
             if self._healthy():
                 self.notifier.watchdog()
+            if self.own_process and not self._river_frozen and RIVER.loaded:
+                # river and scipy, imported beside the watching: out of the collector's
+                # full passes too, as what the start loaded (see run); cheap, no pass
+                gc.freeze()
+                self._river_frozen = True
 
     def _model_blobs(self) -> dict[str, bytes]:
         return {"beds": self.processor.beds.checkpoint()}

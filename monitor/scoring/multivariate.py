@@ -82,12 +82,16 @@ class Background:
                 self._thread.start()
         return self
 
-    def load(self) -> None:
+    def load(self, *, spread: bool = True) -> None:
+        """Import it here and now; ``spread=False``: at full speed (nothing waits on it)."""
+        if self.loaded:
+            return
         started = time.perf_counter()
-        pause = _Pause(threading.get_ident(), self.duty)
+        pause = _Pause(threading.get_ident(), self.duty if spread else 1.0)
         switch = sys.getswitchinterval()
         sys.meta_path.insert(0, pause)
-        sys.setswitchinterval(min(switch, self.switch_s))
+        if spread:
+            sys.setswitchinterval(min(switch, self.switch_s))
         try:
             importlib.import_module(self.name)
         except BaseException as exc:  # said where it is used: a vector's turn raises it
@@ -133,12 +137,6 @@ class _Pause:
 #: river's anomaly detectors, imported beside the daemon's work (see the module's notes)
 RIVER = Background("river.anomaly")
 
-
-def preload() -> threading.Thread:
-    """Import river in a background thread; join the returned thread to wait for it."""
-    thread = threading.Thread(target=RIVER.join, name="preload-river", daemon=True)
-    thread.start()
-    return thread
 
 
 @dataclass
