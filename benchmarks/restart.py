@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -88,6 +90,8 @@ async def once(port: int, rate: float, seconds: float, at: float) -> None:
                 sent, alarms, took = out.decode().split()
                 await asyncio.sleep(5.0)  # the last alarms, if the daemon is behind
                 task.cancel()
+                loaded = re.search(rb"river.anomaly imported in ([0-9.]+) s",
+                                   (Path(store) / "second.log").read_bytes())
         finally:
             for d in (first, second):
                 if d is not None and d.poll() is None:
@@ -107,6 +111,14 @@ async def once(port: int, rate: float, seconds: float, at: float) -> None:
     print("  on time again " + (f"{max(late) - term:.2f} s after the SIGTERM (the last alarm "
                                 f"later than {LATE_S * 1000:.0f} ms)" if late else
                                 "throughout"))
+    after = sorted(r - term for r, t, _ in got if t >= up and r - t > LATE_S)
+    print(f"  later than {LATE_S * 1000:.0f} ms among those raised after the start: "
+          f"{len(after)}" + (f", received {', '.join(f'{x:.1f}' for x in after[:20])} s after "
+                             f"the SIGTERM" if after else ""))
+    took = float(loaded.group(1)) if loaded else math.nan
+    print("  the new daemon loaded river beside the watching " + (
+        f"in {took:.1f} s (by ~{up - term + took:.1f} s after the SIGTERM)" if loaded
+        else "not within the run"))
 
 
 async def main() -> None:
