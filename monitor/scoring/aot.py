@@ -5,17 +5,18 @@
 The daemon runs two kernels live, :func:`~monitor.scoring._kernels.in_order` and
 :func:`~monitor.scoring._kernels.score_batch`. With Numba's cache warm, loading them
 still costs ~0.5 s at each start: importing numba (~0.2 s), then its typing and lowering
-registries and scipy.linalg for its BLAS check (~0.3 s), and ~60 MB. Compiled ahead with
-:mod:`numba.pycc` into a small C extension (the same Numba front end and LLVM, for the
-architecture's generic CPU so a copied install runs anywhere of that architecture; as
-fast as the JIT's here: ``tests/monitor/test_aot.py`` checks that the two give the same
-bits), they load in under a millisecond and numba is never imported by ``wardwatch run``.
+registries and scipy.linalg for its BLAS check (~0.3 s), and ~125 MB. Compiled ahead
+with :mod:`numba.pycc` into a small C extension (the same Numba front end and LLVM, for
+the architecture's generic CPU so a copied install runs anywhere of that architecture),
+they load in under a millisecond and numba is never imported by ``wardwatch run``. They
+are as fast as the JIT's here (``benchmarks/scoring.py``) and give the same bits
+(``tests/monitor/test_aot.py``).
 
 The extension is built at setup (``./dev setup``, ``deploy/install.sh``; a C compiler and
 Python's headers are needed, ~20 s) into the directory of Numba's cache:
 ``$NUMBA_CACHE_DIR``, else ``monitor/scoring/__pycache__``. Its name carries a digest of
-the kernels' sources, numba's and numpy's versions and the machine, so an edit or an
-upgrade makes it miss, and the daemon falls back to Numba's JIT (it logs which it runs)
+the kernels' sources, this file, numba's and numpy's versions and the machine, so an edit
+or an upgrade makes it miss, and the daemon falls back to Numba's JIT (it logs which it runs)
 until it is built again. ``numba.pycc`` is deprecated in Numba; it is still shipped in the
 version pinned here, and the JIT remains the fallback when it goes.
 """
@@ -74,8 +75,9 @@ def directory() -> Path:
 
 
 def module_name() -> str:
-    """The extension's name for these sources, numba, numpy and machine."""
+    """The extension's name for these sources, this build, numba, numpy and machine."""
     h = hashlib.sha256(_cache.sources_digest().encode())
+    h.update(Path(__file__).read_bytes())  # how they are built: this file
     spec = importlib.util.find_spec("numba")  # found, not imported
     if spec is not None and spec.origin is not None:
         version = Path(spec.origin).with_name("_version.py")
