@@ -1,11 +1,9 @@
 """The live kernels compiled ahead (``monitor.scoring.aot``): the same bits as Numba's JIT,
-arguments checked, found only for these sources, and ``wardwatch run`` without numba."""
+arguments checked, found only for these sources (``wardwatch run`` without numba:
+``test_runtime.py``)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +11,6 @@ import pytest
 
 from monitor.scoring import Scorer, StreamTable, _live_kernels, aot, jit_kernels
 from monitor.vitals import METRIC_IDS
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _stream(kernels: aot.Kernels, seed: int) -> tuple[list[np.ndarray], dict[str, object]]:
@@ -102,32 +98,3 @@ def test_only_a_build_for_these_sources_is_loaded_and_a_broken_one_falls_back_to
     assert "compiled-ahead kernels not loaded" in caplog.text
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(compiled_kernels))
     assert _live_kernels().source == f"compiled ahead ({built})"
-
-
-PROBE = """
-import sys
-from monitor.config import Settings, StoreSettings
-from monitor.daemon import Daemon
-d = Daemon(Settings(store=StoreSettings(dir=sys.argv[1])))
-d.processor.scorer.warm_up()
-d.processor.process([("wardwatch/v1/obs/4A/1",
-                      b'{"obs": [{"metric": "hr", "t": 1763856000, "v": 80, "unit": "/min"}]}',
-                      1763856001.0)])
-print(d.processor.scorer.kernels.source)
-print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"numba", "llvmlite", "scipy"})))
-"""
-
-
-@pytest.mark.parametrize("kernels", ["", "jit"])
-def test_the_daemon_runs_without_numba_when_they_are_built(
-        tmp_path: Path, compiled_kernels: Path, kernels: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(tmp_path)], cwd=REPO, capture_output=True,
-        text=True, check=True, timeout=300,
-        env={**os.environ, "NUMBA_CACHE_DIR": str(compiled_kernels),
-             "WARDWATCH_KERNELS": kernels}).stdout.splitlines()
-    if kernels == "jit":  # asked for Numba's JIT: numba (and its scipy check) come back
-        assert out[0] == "Numba JIT" and out[1].split() == ["llvmlite", "numba", "scipy"]
-    else:
-        assert out[0] == f"compiled ahead ({aot.path(compiled_kernels)})"
-        assert out[1:] == [""]

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from monitor.scoring import aot
+
 REPO = Path(__file__).resolve().parents[2]
 # evaluation, replay, reports and the demo's broker only
 NOT_AT_RUNTIME = ("statsmodels", "pandas", "matplotlib", "wfdb", "amqtt", "pyarrow")
@@ -21,14 +25,32 @@ d.processor.scorer.warm_up()
 d.processor.process([("wardwatch/v1/obs/4A/1",
                       b'{"obs": [{"metric": "hr", "t": 1763856000, "v": 80, "unit": "/min"}]}',
                       1763856001.0)])
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[2:])))
+print(d.processor.scorer.kernels.source)
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2:]))))
 """
 
 
+def _probe(store: Path, *modules: str, env: dict[str, str] | None = None) -> list[str]:
+    """The daemon's kernels, and which of ``modules`` it imported, as it starts and takes
+    an observation."""
+    return subprocess.run([sys.executable, "-c", PROBE, str(store), *modules], cwd=REPO,
+                          capture_output=True, text=True, check=True, timeout=300,
+                          env={**os.environ, **(env or {})}).stdout.splitlines()
+
+
 def test_the_daemon_does_not_import_the_evaluation_stack(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path), *NOT_AT_RUNTIME],
-                         cwd=REPO, capture_output=True, text=True, check=True, timeout=300)
-    assert out.stdout.split() == []
+    assert _probe(tmp_path, *NOT_AT_RUNTIME)[1] == ""
+
+
+@pytest.mark.parametrize("kernels", ["", "jit"])
+def test_the_daemon_runs_without_numba_when_the_kernels_are_compiled_ahead(
+        tmp_path: Path, compiled_kernels: Path, kernels: str) -> None:
+    out = _probe(tmp_path, "numba", "llvmlite", "scipy",
+                 env={"NUMBA_CACHE_DIR": str(compiled_kernels), "WARDWATCH_KERNELS": kernels})
+    if kernels == "jit":  # asked for Numba's JIT: numba (and its scipy check) come back
+        assert out == ["Numba JIT", "llvmlite numba scipy"]
+    else:
+        assert out == [f"compiled ahead ({aot.path(compiled_kernels)})", ""]
 
 
 def test_a_gateway_install_leaves_them_out_and_a_command_that_needs_one_names_its_extra(
