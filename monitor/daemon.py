@@ -80,7 +80,6 @@ class Daemon:
         # ``wardwatch run``: the process is the daemon's, so it tunes the interpreter
         # (garbage collector, GIL switch interval) for it; embedded (tests, the demo), not
         self.own_process = own_process
-        self._river_frozen = False  # river's modules moved out of the collector's view
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         # timers, ages and receipt times: wall time that a step of the system clock
@@ -309,11 +308,6 @@ class Daemon:
                 await self._checkpoint()
             if self._healthy():
                 self.notifier.watchdog()
-            if self.own_process and not self._river_frozen and RIVER.loaded:
-                # river and scipy, imported beside the watching: out of the collector's
-                # full passes too, as what the start loaded (see run); cheap, no pass
-                gc.freeze()
-                self._river_frozen = True
 
     def _model_blobs(self) -> dict[str, bytes]:
         return {"beds": self.processor.beds.checkpoint()}
@@ -425,6 +419,9 @@ class Daemon:
                 self.intake.start()
                 # the bed detector's library (~1.2 s to import): beside the watching, not
                 # before it; its vectors wait meanwhile (monitor.scoring.multivariate)
+                # (in the daemon's own process, frozen out of the collector's view after,
+                # as what the start loaded is)
+                RIVER.freeze = self.own_process
                 RIVER.start()
                 log.info("wardwatch running; store in %s", self.settings.store.dir)
                 self.notifier.ready("watching")

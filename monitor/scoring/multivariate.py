@@ -16,6 +16,7 @@ is in the checkpoint too, so a stop meanwhile loses none of it.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import math
@@ -56,14 +57,22 @@ class Background:
     counts as working, so it slows further under load), and while it imports, the
     interpreter switches threads every ``switch_s``. At 0.1, river takes ~12 s to load;
     what needs it (the per-bed detector, once a minute a bed) waits that long once.
+
+    The cyclic garbage collector is off while it imports: the import's allocations
+    would otherwise start full collections, each walking every object not frozen (river's
+    own, as they come) with the GIL held, on whichever thread allocated. ``freeze``
+    (a process that is the daemon's own, as the start's objects are): what was loaded
+    is then moved out of the collector's view (``gc.freeze``) before it is turned on.
     """
 
-    def __init__(self, name: str, *, duty: float = 0.1, switch_s: float = 0.0002) -> None:
+    def __init__(self, name: str, *, duty: float = 0.1, switch_s: float = 0.0002,
+                 freeze: bool = False) -> None:
         if not 0 < duty <= 1:
             raise ValueError(f"duty must be in (0, 1], not {duty}")
         self.name = name
         self.duty = duty
         self.switch_s = switch_s
+        self.freeze = freeze
         self.error: BaseException | None = None
         self.took_s = math.nan  # how long the import took
         self._done = threading.Event()
@@ -89,9 +98,11 @@ class Background:
         started = time.perf_counter()
         pause = _Pause(threading.get_ident(), self.duty if spread else 1.0)
         switch = sys.getswitchinterval()
+        collecting = gc.isenabled()
         sys.meta_path.insert(0, pause)
         if spread:
             sys.setswitchinterval(min(switch, self.switch_s))
+            gc.disable()
         try:
             importlib.import_module(self.name)
         except BaseException as exc:  # said where it is used: a vector's turn raises it
@@ -100,6 +111,11 @@ class Background:
         finally:
             sys.setswitchinterval(switch)
             sys.meta_path.remove(pause)
+            if spread:
+                if self.freeze:
+                    gc.freeze()
+                if collecting:
+                    gc.enable()
             self.took_s = time.perf_counter() - started
             self._done.set()
         if self.error is None:

@@ -3,6 +3,7 @@ the vectors that wait while river is imported in the background."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 import sys
 import threading
@@ -143,17 +144,25 @@ def test_a_failed_import_is_said_where_a_vector_is_due() -> None:
 def test_a_background_import_leaves_the_gil_to_the_others_and_puts_all_back(
         gated_import: tuple[Background, threading.Event]) -> None:
     background, gate = gated_import
+    background.freeze = True  # as in the daemon's own process
     before = sys.getswitchinterval()
-    assert background.switch_s < before
+    frozen = gc.get_freeze_count()
+    assert background.switch_s < before and gc.isenabled()
     background.start()
     deadline = time.monotonic() + 30
     while sys.getswitchinterval() == before and time.monotonic() < deadline:
         time.sleep(0.01)  # until the import runs
-    assert sys.getswitchinterval() == pytest.approx(background.switch_s)  # in µs inside
-    assert [f for f in sys.meta_path if isinstance(f, _Pause)]
-    assert not background.loaded
-    gate.set()
-    background.join()
-    assert background.loaded and background.error is None and background.took_s > 0
-    assert sys.getswitchinterval() == before
-    assert not [f for f in sys.meta_path if isinstance(f, _Pause)]
+    try:
+        assert sys.getswitchinterval() == pytest.approx(background.switch_s)  # in µs inside
+        assert [f for f in sys.meta_path if isinstance(f, _Pause)]
+        assert not gc.isenabled()  # no full pass walks what the import makes
+        assert not background.loaded
+        gate.set()
+        background.join()
+        assert background.loaded and background.error is None and background.took_s > 0
+        assert sys.getswitchinterval() == before
+        assert not [f for f in sys.meta_path if isinstance(f, _Pause)]
+        assert gc.isenabled() and gc.get_freeze_count() > frozen  # what it made: frozen
+    finally:
+        gc.enable()
+        gc.unfreeze()
