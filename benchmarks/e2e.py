@@ -1,7 +1,7 @@
 """The whole path, measured from outside: throughput, publish→alarm latency, memory, offline.
 
     .venv/bin/python benchmarks/e2e.py [--rates 2000 5000] [--seconds 20]
-        [--skip-throughput] [--skip-offline] [--bad-every N]
+        [--skip-throughput] [--skip-offline] [--bad-every N] [--at-subscription]
 
 One command, one private Mosquitto (deploy/dev/services.py), and in turn:
 
@@ -19,7 +19,8 @@ One command, one private Mosquitto (deploy/dev/services.py), and in turn:
    p50/p99/max, how many alarms arrived of those sent, the daemon's peak RSS, and how long
    it took from its start to its subscription. The load begins once the daemon has also
    loaded river, which it imports beside the watching (~13 s): this is its steady state;
-   ``restart.py`` measures the first seconds of a start.
+   ``--at-subscription`` begins it at the subscription instead (a start's first seconds),
+   as ``restart.py`` does after its restart.
 3. **Offline** ``score`` on 1M and 5M rows and the marginal rate (``benchmarks/offline.py``).
 """
 
@@ -125,7 +126,8 @@ def paced_alarm_t(msg: aiomqtt.Message) -> float | None:
     return None
 
 
-async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) -> None:
+async def latency(port: int, rate: float, seconds: float, bad_every: int = 0,
+                  at_subscription: bool = False) -> None:
     url = f"mqtt://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as store:
         log = Path(store) / "daemon.log"
@@ -138,7 +140,8 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
                 await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
                 await _until_subscribed(port, daemon, log)
                 ready = time.monotonic() - spawned
-                await until_settled(daemon, log)
+                if not at_subscription:
+                    await until_settled(daemon, log)
                 settled = time.monotonic() - spawned
                 pub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", PACED, str(port), str(rate), str(seconds),
@@ -163,8 +166,9 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0) ->
                   f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                   f"max {ms.max():.1f} ms; {ms.size} of {alarms} alarms; "
                   f"daemon peak RSS {rss:.0f} MB, start to subscribed {ready:.1f} s "
-                  f"(river loaded beside the watching {settled:.1f} s after the start; the "
-                  f"load began then)")
+                  + ("(the load began then, river loading beside)" if at_subscription else
+                     f"(river loaded beside the watching {settled:.1f} s after the start; "
+                     f"the load began then)"))
         else:
             print(f"{rate:,.0f} msg/s: no alarm arrived (see {log})")
 
@@ -201,6 +205,9 @@ async def main() -> None:
     ap.add_argument("--bad-every", type=int, default=0, metavar="N",
                     help="make every Nth background observation implausible (a dead-letter"
                          " flood beside the alarms), 0: none")
+    ap.add_argument("--at-subscription", action="store_true",
+                    help="begin the latency load at the subscription, while river still "
+                         "loads (a start's first seconds), not once it is loaded")
     args = ap.parse_args()
     svc = Services()
     svc.start(("mosquitto",))
@@ -225,7 +232,7 @@ async def main() -> None:
                       f"{n * per / ww:,.0f} obs/s; wardwatch/baseline = {base / ww:.2f}")
             path.unlink()
         for rate in args.rates:
-            await latency(port, rate, args.seconds, args.bad_every)
+            await latency(port, rate, args.seconds, args.bad_every, args.at_subscription)
     finally:
         svc.stop()
     if not args.skip_offline:

@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from monitor.scoring.multivariate import Background, BedAnomaly, _Bed, _Pause
+from monitor.scoring.multivariate import NO_FULL_PASS, Background, BedAnomaly, _Bed, _Pause
 
 
 def vitals(rng: np.random.Generator, hr: float = 75, sbp: float = 125) -> dict[str, float]:
@@ -146,8 +146,8 @@ def test_a_background_import_leaves_the_gil_to_the_others_and_puts_all_back(
     background, gate = gated_import
     background.freeze = True  # as in the daemon's own process
     before = sys.getswitchinterval()
-    frozen = gc.get_freeze_count()
-    assert background.switch_s < before and gc.isenabled()
+    frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
+    assert background.switch_s < before and thresholds[2] < NO_FULL_PASS
     background.start()
     deadline = time.monotonic() + 30
     while sys.getswitchinterval() == before and time.monotonic() < deadline:
@@ -155,14 +155,16 @@ def test_a_background_import_leaves_the_gil_to_the_others_and_puts_all_back(
     try:
         assert sys.getswitchinterval() == pytest.approx(background.switch_s)  # in µs inside
         assert [f for f in sys.meta_path if isinstance(f, _Pause)]
-        assert not gc.isenabled()  # no full pass walks what the import makes
+        # no full pass walks what the import makes; the young generations still run
+        assert gc.get_threshold() == (*thresholds[:2], NO_FULL_PASS) and gc.isenabled()
         assert not background.loaded
         gate.set()
         background.join()
         assert background.loaded and background.error is None and background.took_s > 0
         assert sys.getswitchinterval() == before
         assert not [f for f in sys.meta_path if isinstance(f, _Pause)]
-        assert gc.isenabled() and gc.get_freeze_count() > frozen  # what it made: frozen
+        assert gc.get_threshold() == thresholds
+        assert gc.get_freeze_count() > frozen  # what it made: frozen
     finally:
-        gc.enable()
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
