@@ -138,10 +138,10 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0,
             async with aiomqtt.Client("127.0.0.1", port, identifier=f"e2e-sub-{rate:g}",
                                       clean_session=True) as sub:
                 await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
-                await _until_subscribed(port, daemon, log)
+                await until_logged(daemon, log, SUBSCRIBED)
                 ready = time.monotonic() - spawned
                 if not at_subscription:
-                    await until_settled(daemon, log)
+                    await until_logged(daemon, log, SETTLED)
                 settled = time.monotonic() - spawned
                 pub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", PACED, str(port), str(rate), str(seconds),
@@ -173,26 +173,20 @@ async def latency(port: int, rate: float, seconds: float, bad_every: int = 0,
             print(f"{rate:,.0f} msg/s: no alarm arrived (see {log})")
 
 
-async def _until_subscribed(port: int, daemon: subprocess.Popen[bytes], log: Path,
-                            every: float = 0.2) -> None:
-    """Wait until the daemon's log says it subscribed (its session then holds the rest);
-    the log is read every ``every`` seconds."""
+#: what the daemon logs once it subscribed (its session then holds the rest), and once
+#: it has loaded river, imported beside the watching (its steady state begins there)
+SUBSCRIBED = b"subscribed to"
+SETTLED = b"river.anomaly imported in"
+
+
+async def until_logged(daemon: subprocess.Popen[bytes], log: Path, line: bytes,
+                       every: float = 0.2) -> None:
+    """Wait until the daemon's log holds ``line``, reading it every ``every`` seconds."""
     deadline = time.monotonic() + 120
-    while b"subscribed to" not in log.read_bytes():
+    while line not in log.read_bytes():
         if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"wardwatch did not start:\n{log.read_text()}")
+            raise SystemExit(f"wardwatch never logged {line!r}:\n{log.read_text()}")
         await asyncio.sleep(every)
-
-
-async def until_settled(daemon: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until the daemon's log says river is loaded: it is imported beside the
-    watching after the subscription (``monitor.scoring.multivariate``), so the daemon's
-    steady state begins there. What its first seconds cost is ``restart.py``'s to show."""
-    deadline = time.monotonic() + 120
-    while b"river.anomaly imported in" not in log.read_bytes():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"wardwatch did not load river:\n{log.read_text()}")
-        await asyncio.sleep(0.1)
 
 
 async def main() -> None:

@@ -71,9 +71,9 @@ async def once(port: int, rate: float, seconds: float, at: float) -> None:
             async with aiomqtt.Client("127.0.0.1", port, identifier="restart-sub",
                                       clean_session=True) as sub:
                 await sub.subscribe("wardwatch/v1/alerts/AL/#", qos=1)
-                await e2e._until_subscribed(port, first, Path(store) / "first.log", 0.01)
+                await e2e.until_logged(first, Path(store) / "first.log", e2e.SUBSCRIBED, 0.01)
                 fresh = time.time() - spawned
-                await e2e.until_settled(first, Path(store) / "first.log")  # steady
+                await e2e.until_logged(first, Path(store) / "first.log", e2e.SETTLED)  # steady
                 pub = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", e2e.PACED, str(port), str(rate), str(seconds), "0",
                     stdout=asyncio.subprocess.PIPE)
@@ -84,7 +84,7 @@ async def once(port: int, rate: float, seconds: float, at: float) -> None:
                 await asyncio.to_thread(first.wait, 120)
                 stopped = time.time()
                 second = e2e.spawn_daemon(url, store, cid, Path(store) / "second.log")
-                await e2e._until_subscribed(port, second, Path(store) / "second.log", 0.01)
+                await e2e.until_logged(second, Path(store) / "second.log", e2e.SUBSCRIBED, 0.01)
                 up = time.time()
                 out, _ = await pub.communicate()
                 sent, alarms, took = out.decode().split()

@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "dev"), str(REPO / "benchmarks")]
 
-from e2e import _until_subscribed, spawn_daemon  # noqa: E402
+from e2e import SETTLED, SUBSCRIBED, spawn_daemon, until_logged  # noqa: E402
 from services import Services  # noqa: E402
 
 
@@ -35,11 +35,9 @@ async def once(port: int, n: int) -> tuple[float, str]:
         spawned = time.monotonic()
         daemon = spawn_daemon(f"mqtt://127.0.0.1:{port}", store, f"start-{n}", log)
         try:
-            await _until_subscribed(port, daemon, log, every=0.01)
+            await until_logged(daemon, log, SUBSCRIBED, every=0.01)
             took = time.monotonic() - spawned
-            deadline = time.monotonic() + 30  # river's import, beside the watching
-            while b"imported in" not in log.read_bytes() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await until_logged(daemon, log, SETTLED)  # river's import, beside the watching
         finally:
             daemon.terminate()
             daemon.wait(30)
